@@ -1,0 +1,3 @@
+"""rl: daemonless, rootless containers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,61 @@
+"""Facts about the host that rl works with, for ``rl info``."""
+
+from __future__ import annotations
+
+import os
+import platform
+import pwd
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rootless import __version__
+from rootless.cgroups.detect import host_cgroup_version
+from rootless.config.dirs import Dirs
+from rootless.runtime import idmap
+from rootless.storage import select
+
+OPTIONAL_HELPERS = ("pasta", "slirp4netns", "fuse-overlayfs")
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return os.environ.get("USER", str(uid))
+
+
+def gather(dirs: Dirs, configured_driver: str) -> dict[str, Any]:
+    uid, gid = os.getuid(), os.getgid()
+    name = user_name(uid)
+    helpers: dict[str, Any] = {}
+    for tool in ("newuidmap", "newgidmap"):
+        status = idmap.check_setid_helper(tool)
+        helpers[tool] = {"path": status.path, "usable": status.usable, "problem": status.problem}
+    for tool in OPTIONAL_HELPERS:
+        path = shutil.which(tool)
+        helpers[tool] = {"path": path, "usable": path is not None, "problem": None if path else "not installed"}
+    return {
+        "rl": {"version": __version__, "python": platform.python_version()},
+        "host": {
+            "kernel": platform.release(),
+            "arch": platform.machine(),
+            "cgroupVersion": host_cgroup_version(),
+            "user": {"name": name, "uid": uid, "gid": gid},
+            "subuid": [[r.start, r.count] for r in idmap.read_subids(idmap.SUBUID, name, uid)],
+            "subgid": [[r.start, r.count] for r in idmap.read_subids(idmap.SUBGID, name, uid)],
+        },
+        "store": {
+            "root": str(dirs.storage),
+            "runroot": str(dirs.runroot),
+            "runrootReason": dirs.runroot_reason,
+            "driver": select.choose(configured_driver),
+            "driverConfigured": configured_driver or "auto",
+            "drivers": {d: (p or "ok") for d, p in select.candidates()},
+        },
+        "helpers": helpers,
+    }
+
+
+def exists(path: str) -> bool:
+    return Path(path).exists()
