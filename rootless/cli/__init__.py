@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 
@@ -78,7 +78,12 @@ class LazyGroup(click.Group):
 
 
 class _Formatter(logging.Formatter):
-    PREFIX = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "Warning", logging.ERROR: "Error"}
+    PREFIX: ClassVar[dict[int, str]] = {
+        logging.DEBUG: "debug",
+        logging.INFO: "info",
+        logging.WARNING: "Warning",
+        logging.ERROR: "Error",
+    }
 
     def format(self, record: logging.LogRecord) -> str:
         prefix = self.PREFIX.get(record.levelno, record.levelname.lower())

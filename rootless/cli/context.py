@@ -48,7 +48,7 @@ class AppContext:
         while self._closers:
             try:
                 self._closers.pop()()
-            except Exception:  # noqa: BLE001 - cleanup must not hide the real outcome
+            except Exception:  # cleanup must not hide the real outcome
                 log.debug("cleanup failed", exc_info=True)
 
 

@@ -14,12 +14,12 @@ def print_json(data: Any) -> None:
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], noheading: bool = False) -> None:
-    cells = [[str(c) for c in row] for row in rows]
+    cells: list[Sequence[str]] = [[str(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in cells:
         for i, c in enumerate(row):
             widths[i] = max(widths[i], len(c))
-    lines = [] if noheading else [headers]
+    lines: list[Sequence[str]] = [] if noheading else [headers]
     lines.extend(cells)
     for row in lines:
         text = "   ".join(str(c).ljust(widths[i]) for i, c in enumerate(row))
