@@ -1,0 +1,203 @@
+"""What the user asked of `rl run` / `rl create`, parsed into plain data before anything runs.
+
+Each parser takes the flag's text as docker accepts it and returns a value or raises UsageError
+naming the flag. Nothing here touches the host.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rootless.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Mount:
+    type: str  # bind, tmpfs, volume
+    destination: str
+    source: str = ""
+    readonly: bool = False
+    options: tuple[str, ...] = ()  # for tmpfs: size=, mode=; for binds: propagation etc.
+
+
+@dataclass
+class RunOptions:
+    image: str
+    command: list[str] = field(default_factory=list)
+    name: str = ""
+    rm: bool = False
+    detach: bool = False
+    interactive: bool = False
+    tty: bool = False
+    env: list[str] = field(default_factory=list)
+    workdir: str = ""
+    user: str = ""
+    entrypoint: list[str] | None = None
+    mounts: list[Mount] = field(default_factory=list)
+    read_only: bool = False
+    hostname: str = ""
+    add_hosts: list[tuple[str, str]] = field(default_factory=list)
+    userns: str = ""
+    network: str = ""
+    storage_driver: str = ""
+    platform: str = ""
+    pull: str = "missing"
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)
+    privileged: bool = False
+    init: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    stop_signal: str = ""
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_option: list[str] = field(default_factory=list)
+    tls_verify: bool = True
+
+
+def parse_env_entry(entry: str, environ: dict[str, str] | None = None) -> str | None:
+    """``-e NAME=value`` as is; ``-e NAME`` takes NAME from rl's environment (skipped when unset)."""
+    environ = dict(os.environ) if environ is None else environ
+    if not entry or entry.startswith("="):
+        raise UsageError(f"invalid environment variable {entry!r}", "use -e NAME=value or -e NAME")
+    if "=" in entry:
+        return entry
+    value = environ.get(entry)
+    return None if value is None else f"{entry}={value}"
+
+
+def read_env_file(path: str, environ: dict[str, str] | None = None) -> list[str]:
+    """docker's --env-file: NAME=value lines, NAME alone takes rl's environment, # comments."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise UsageError(f"cannot read env file {path}: {e.strerror}", "check the --env-file path") from None
+    result = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name = line.split("=", 1)[0]
+        if not name or any(c.isspace() for c in name):
+            raise UsageError(f"invalid line {number} in env file {path}: {raw!r}", "use NAME=value lines")
+        value = parse_env_entry(line.lstrip(), environ)
+        if value is not None:
+            result.append(value)
+    return result
+
+
+def merge_env(image_env: list[str], user_env: list[str]) -> list[str]:
+    """Image Env first, each NAME overridden by the user's value; order kept."""
+    merged: dict[str, str] = {}
+    for entry in [*image_env, *user_env]:
+        name, _, value = entry.partition("=")
+        merged[name] = value
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+_VOLUME_OPTS = {"ro", "rw", "z", "Z", "rbind", "bind", "private", "rprivate", "shared", "rshared", "slave",
+                "rslave", "nocopy", "U", "O", "delegated", "cached", "consistent", "noexec", "exec", "nosuid",
+                "suid", "nodev", "dev"}
+
+
+def parse_volume(spec: str, cwd: str | None = None) -> Mount:
+    """``-v SRC:DST[:OPTS]`` (bind when SRC is a path, a named volume otherwise) or ``-v DST`` (anonymous)."""
+    parts = spec.split(":")
+    if not spec or len(parts) > 3:
+        raise UsageError(f"invalid volume specification {spec!r}", "use -v HOST_DIR:CONTAINER_DIR[:ro]")
+    if len(parts) == 1:
+        return Mount("volume", _container_path(parts[0], spec))
+    source, dest = parts[0], parts[1]
+    options = tuple(o for o in (parts[2].split(",") if len(parts) == 3 else []) if o)
+    for opt in options:
+        if opt not in _VOLUME_OPTS:
+            raise UsageError(f"invalid option {opt!r} in volume {spec!r}", "use ro, rw, z or Z")
+    readonly = "ro" in options
+    kept = tuple(o for o in options if o not in ("ro", "rw", "z", "Z"))
+    if not source:
+        raise UsageError(f"invalid volume specification {spec!r}: empty source", "use -v HOST_DIR:CONTAINER_DIR")
+    if source.startswith(("/", ".", "~")):
+        host = os.path.abspath(os.path.join(cwd or os.getcwd(), os.path.expanduser(source)))
+        return Mount("bind", _container_path(dest, spec), host, readonly, kept)
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", source):
+        raise UsageError(f"invalid volume name {source!r} in {spec!r}", "names use [a-zA-Z0-9][a-zA-Z0-9_.-]")
+    return Mount("volume", _container_path(dest, spec), source, readonly, kept)
+
+
+def _container_path(path: str, spec: str) -> str:
+    if not path.startswith("/"):
+        raise UsageError(f"invalid volume specification {spec!r}: {path!r} is not an absolute path in the container",
+                         "container paths start with /")
+    return os.path.normpath(path)
+
+
+def parse_mount(spec: str, cwd: str | None = None) -> Mount:
+    """``--mount type=bind,source=/a,target=/b,readonly`` and ``type=tmpfs,target=/t,tmpfs-size=64m``."""
+    fields: dict[str, str] = {}
+    flags: set[str] = set()
+    for item in spec.split(","):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if sep:
+            fields[key.strip().lower()] = value.strip()
+        else:
+            flags.add(key.strip().lower())
+    kind = fields.get("type", "volume")
+    target = fields.get("target") or fields.get("destination") or fields.get("dst")
+    if not target:
+        raise UsageError(f"invalid --mount {spec!r}: no target", "add target=/path/in/container")
+    readonly = bool(flags & {"readonly", "ro"}) or fields.get("readonly", fields.get("ro", "")) in ("1", "true")
+    if kind == "bind":
+        source = fields.get("source") or fields.get("src")
+        if not source:
+            raise UsageError(f"invalid --mount {spec!r}: a bind needs source=", "add source=/host/path")
+        host = os.path.abspath(os.path.join(cwd or os.getcwd(), os.path.expanduser(source)))
+        return Mount("bind", _container_path(target, spec), host, readonly)
+    if kind == "tmpfs":
+        opts = []
+        if "tmpfs-size" in fields:
+            opts.append(f"size={fields['tmpfs-size']}")
+        if "tmpfs-mode" in fields:
+            opts.append(f"mode={fields['tmpfs-mode']}")
+        return Mount("tmpfs", _container_path(target, spec), "tmpfs", readonly, tuple(opts))
+    if kind == "volume":
+        source = fields.get("source") or fields.get("src") or ""
+        return Mount("volume", _container_path(target, spec), source, readonly)
+    raise UsageError(f"invalid --mount {spec!r}: unknown type {kind!r}", "use type=bind, type=tmpfs or type=volume")
+
+
+def parse_tmpfs(spec: str) -> Mount:
+    """``--tmpfs /path[:opts]``."""
+    dest, _, opts = spec.partition(":")
+    options = tuple(o for o in opts.split(",") if o)
+    readonly = "ro" in options
+    return Mount("tmpfs", _container_path(dest, spec), "tmpfs", readonly, tuple(o for o in options if o != "ro"))
+
+
+def parse_add_host(spec: str) -> tuple[str, str]:
+    """``--add-host name:ip`` (docker) or ``name=ip``."""
+    name, sep, ip = spec.partition("=") if "=" in spec else spec.partition(":")
+    if not sep or not name or not ip:
+        raise UsageError(f"invalid --add-host {spec!r}", "use --add-host NAME:IP")
+    return name, ip.strip("[]")
+
+
+def parse_userns(value: str) -> str:
+    if value in ("", "host", "keep-id", "auto", "nomap") or value.startswith("keep-id:"):
+        return value
+    raise UsageError(f"invalid --userns {value!r}", "use --userns=keep-id, or leave it out for the default mapping")
+
+
+def parse_pull(value: str) -> str:
+    if value in ("missing", "always", "never", "newer"):
+        return value
+    raise UsageError(f"invalid --pull {value!r}", "use --pull=missing, always or never")
+
+
+def parse_command_line(text: str) -> list[str]:
+    """--entrypoint takes one string; docker treats it as the whole program, not split on spaces."""
+    return [text] if text else []
