@@ -22,6 +22,7 @@ from rootless.errors import EXIT_RL, RLError
 COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("rootless.cli.commands.config:config", "Show or change rl's settings"),
     "info": ("rootless.cli.commands.info:info", "Show the host, storage and helper facts rl works with"),
+    "system": ("rootless.cli.commands.system:system", "Manage the user namespace, disk use and host checks"),
     "version": ("rootless.cli.commands.version:version", "Show the rl version"),
 }
 

@@ -35,6 +35,19 @@ def gather(dirs: Dirs, configured_driver: str) -> dict[str, Any]:
     for tool in OPTIONAL_HELPERS:
         path = shutil.which(tool)
         helpers[tool] = {"path": path, "usable": path is not None, "problem": None if path else "not installed"}
+    namespace: dict[str, Any] = {"running": False}
+    from rootless.runtime import pause
+
+    handle = pause.status(dirs.runroot)
+    if handle is not None:
+        ns = handle.info()
+        namespace = {
+            "running": True,
+            "pausePid": ns.pause_pid,
+            "singleId": ns.single_id,
+            "uidMap": ns.uid_map.text().strip().splitlines(),
+            "gidMap": ns.gid_map.text().strip().splitlines(),
+        }
     return {
         "rl": {"version": __version__, "python": platform.python_version()},
         "host": {
@@ -54,6 +67,7 @@ def gather(dirs: Dirs, configured_driver: str) -> dict[str, Any]:
             "drivers": {d: (p or "ok") for d, p in select.candidates()},
         },
         "helpers": helpers,
+        "userNamespace": namespace,
     }
 
 

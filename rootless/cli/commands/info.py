@@ -35,6 +35,12 @@ def info(app: AppContext, fmt: str) -> None:
     ]
     for name, problem in store["drivers"].items():
         rows.append((f"  {name}", problem))
+    ns = data["userNamespace"]
+    if ns["running"]:
+        mode = "single-ID mapping" if ns["singleId"] else "; ".join(ns["uidMap"])
+        rows.append(("user namespace", f"pause process {ns['pausePid']}, uid map: {mode}"))
+    else:
+        rows.append(("user namespace", "not started (the first command that needs it starts it)"))
     for name, h in data["helpers"].items():
         rows.append((f"helper {name}", h["path"] if h["usable"] else f"{h['path'] or '-'}: {h['problem']}"))
     width = max(len(r[0]) for r in rows)
