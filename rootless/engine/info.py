@@ -12,6 +12,7 @@ from typing import Any
 from rootless import __version__
 from rootless.cgroups.detect import host_cgroup_version
 from rootless.config.dirs import Dirs
+from rootless.errors import RLError
 from rootless.runtime import idmap
 from rootless.storage import select
 
@@ -35,6 +36,11 @@ def gather(dirs: Dirs, configured_driver: str) -> dict[str, Any]:
     for tool in OPTIONAL_HELPERS:
         path = shutil.which(tool)
         helpers[tool] = {"path": path, "usable": path is not None, "problem": None if path else "not installed"}
+    candidates = select.candidates(store=dirs.storage)
+    try:
+        driver = select.choose(configured_driver, store=dirs.storage)
+    except RLError as e:
+        driver = f"{configured_driver}: unusable: {e.message}"
     namespace: dict[str, Any] = {"running": False}
     from rootless.runtime import pause
 
@@ -62,9 +68,9 @@ def gather(dirs: Dirs, configured_driver: str) -> dict[str, Any]:
             "root": str(dirs.storage),
             "runroot": str(dirs.runroot),
             "runrootReason": dirs.runroot_reason,
-            "driver": select.choose(configured_driver),
+            "driver": driver,
             "driverConfigured": configured_driver or "auto",
-            "drivers": {d: (p or "ok") for d, p in select.candidates()},
+            "drivers": {d: (p or "ok") for d, p in candidates},
         },
         "helpers": helpers,
         "userNamespace": namespace,

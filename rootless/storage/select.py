@@ -1,46 +1,59 @@
-"""Choosing a storage driver: native overlay in the user namespace, else fuse-overlayfs, else vfs."""
+"""Choosing a storage driver: native overlay in the user namespace, else fuse-overlayfs, else vfs.
+
+The choice rests on real probes (``rootless.storage.probe``), cached in the store.
+"""
 
 from __future__ import annotations
 
-import os
-import platform
-import shutil
+from pathlib import Path
 
-DRIVERS = ("overlay", "fuse-overlayfs", "vfs")
+from rootless.errors import ConfigError, StorageError
+from rootless.storage.driver import DRIVER_NAMES
+from rootless.storage.probe import ProbeResults, probe
 
+DRIVERS = DRIVER_NAMES
 
-def kernel_version(release: str | None = None) -> tuple[int, int]:
-    release = release or platform.release()
-    parts = release.split("-")[0].split(".")
-    try:
-        return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
-    except ValueError:
-        return (0, 0)
-
-
-def fuse_usable() -> bool:
-    return shutil.which("fuse-overlayfs") is not None and os.access("/dev/fuse", os.R_OK | os.W_OK)
-
-
-def candidates(release: str | None = None) -> list[tuple[str, str | None]]:
-    """Each driver with the reason it cannot be used here (None when it may be)."""
-    result: list[tuple[str, str | None]] = []
-    if kernel_version(release) >= (5, 11):
-        result.append(("overlay", None))
-    else:
-        result.append(("overlay", "kernel older than 5.11 has no overlay in user namespaces"))
-    if shutil.which("fuse-overlayfs") is None:
-        result.append(("fuse-overlayfs", "fuse-overlayfs is not installed"))
-    elif not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        result.append(("fuse-overlayfs", "/dev/fuse is not usable by this user"))
-    else:
-        result.append(("fuse-overlayfs", None))
-    result.append(("vfs", None))
-    return result
+_HINTS = {
+    "overlay": (
+        "use --storage-driver fuse-overlayfs or vfs; native overlay needs Linux >= 5.11 and a store on a"
+        " local filesystem with user xattrs (set storage.root or storage.local_root)"
+    ),
+    "fuse-overlayfs": (
+        "ask the admin to install fuse-overlayfs (Debian/Ubuntu: apt install fuse-overlayfs) and to make"
+        " /dev/fuse usable (helpers/enable-devices.sh), or use --storage-driver vfs"
+    ),
+}
 
 
-def choose(configured: str = "", release: str | None = None) -> str:
-    """The configured driver, or the first candidate without a problem."""
+def _results(results: ProbeResults | None, store: Path | None) -> ProbeResults:
+    if results is not None:
+        return results
+    if store is None:
+        from rootless.config.dirs import default_storage_root
+
+        store = default_storage_root()
+    return probe(store)
+
+
+def candidates(store: Path | None = None, results: ProbeResults | None = None) -> list[tuple[str, str | None]]:
+    """Each driver, in order of preference, with the reason it cannot be used here (None when it can)."""
+    found = _results(results, store)
+    return [(name, found.problem(name)) for name in DRIVERS]
+
+
+def choose(configured: str = "", results: ProbeResults | None = None, store: Path | None = None) -> str:
+    """The configured driver when it works here, else the first that does.
+
+    A configured driver that cannot work raises StorageError with the reason and the fix.
+    """
+    if configured and configured not in DRIVERS:
+        raise ConfigError(
+            f"unknown storage driver {configured!r}", hint=f"storage.driver must be one of {', '.join(DRIVERS)}"
+        )
+    found = _results(results, store)
     if configured:
+        problem = found.problem(configured)
+        if problem is not None:
+            raise StorageError(f"storage driver {configured} cannot be used: {problem}", hint=_HINTS.get(configured))
         return configured
-    return next(name for name, problem in candidates(release) if problem is None)
+    return next(name for name in DRIVERS if found.problem(name) is None)
