@@ -21,13 +21,27 @@ from rootless.errors import EXIT_RL, RLError
 # commands imports none of them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("rootless.cli.commands.config:config", "Show or change rl's settings"),
+    "image": ("rootless.cli.commands.images:image", "Manage images"),
+    "images": ("rootless.cli.commands.images:images", "List images"),
+    "import": ("rootless.cli.commands.images:import_", "Create an image from a rootfs tarball"),
+    "load": ("rootless.cli.commands.images:load", "Load images from a tar archive"),
+    "login": ("rootless.cli.commands.images:login", "Log in to a registry"),
+    "logout": ("rootless.cli.commands.images:logout", "Log out from a registry"),
+    "pull": ("rootless.cli.commands.images:pull", "Download an image from a registry"),
+    "push": ("rootless.cli.commands.images:push", "Upload an image to a registry"),
+    "rmi": ("rootless.cli.commands.images:rmi", "Remove images"),
+    "save": ("rootless.cli.commands.images:save", "Write images to a tar archive"),
+    "tag": ("rootless.cli.commands.images:tag", "Give an image another name"),
     "info": ("rootless.cli.commands.info:info", "Show the host, storage and helper facts rl works with"),
+    "run": ("rootless.cli.commands.run:run", "Run a command in a new container"),
     "system": ("rootless.cli.commands.system:system", "Manage the user namespace, disk use and host checks"),
     "version": ("rootless.cli.commands.version:version", "Show the rl version"),
 }
 
 # Docker's and podman's other names for the same commands.
-ALIASES: dict[str, str] = {}
+ALIASES: dict[str, str] = {
+    "image-ls": "images",  # podman
+}
 
 HIDDEN: set[str] = set()
 

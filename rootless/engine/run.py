@@ -1,0 +1,352 @@
+"""`rl run` and `rl create`: from an image and the user's flags to a running container.
+
+The order matters and is the whole design:
+1. join rl's user namespace (before any thread: pulls start threads);
+2. make sure the image is present;
+3. record the container, mount its root filesystem with the storage driver (in the namespace's
+   mount namespace, so later commands see it);
+4. build the spec (plain data) and launch the process from it;
+5. wait, relaying signals and the terminal; record the exit; clean up for --rm.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rootless.engine.env import EngineEnv
+from rootless.engine.runopts import RunOptions
+from rootless.errors import RLError, UsageError
+from rootless.state.containers import ContainerRecord, ContainerStore, new_id, now_rfc3339, process_start_time
+
+log = logging.getLogger("rl")
+
+
+@dataclass
+class Prepared:
+    """A created container, mounted and ready to launch."""
+
+    record: ContainerRecord
+    spec: Any  # rootless.runtime.spec.ContainerSpec
+    rootfs: Path
+
+
+def container_dirs(store: ContainerStore, cid: str) -> tuple[Path, Path, Path]:
+    """(driver dir, rootfs mount point, userdata dir) of a container."""
+    base = store.path(cid)
+    return base / "storage", base / "rootfs", base / "userdata"
+
+
+def _read_in_root(rootfs: Path, path: str) -> str:
+    from rootless.runtime.securejoin import secure_join
+
+    try:
+        with open(secure_join(str(rootfs), path), encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _image_defaults(config: Any) -> Any:
+    from rootless.engine.specgen import ImageDefaults
+
+    return ImageDefaults(
+        env=tuple(config.env),
+        cmd=config.cmd,
+        entrypoint=config.entrypoint,
+        working_dir=config.working_dir,
+        user=config.user,
+        stop_signal=config.stop_signal,
+        labels=dict(config.labels),
+        exposed_ports=tuple(config.exposed_ports),
+        volumes=tuple(config.volumes),
+    )
+
+
+def _docker_config(opts: RunOptions, image: Any, hostname: str) -> dict[str, Any]:
+    return {
+        "Hostname": hostname,
+        "User": opts.user or image.user,
+        "Env": opts.env,
+        "Cmd": opts.command or (list(image.cmd) if image.cmd else None),
+        "Entrypoint": opts.entrypoint if opts.entrypoint is not None else
+        (list(image.entrypoint) if image.entrypoint else None),
+        "WorkingDir": opts.workdir or image.working_dir,
+        "Labels": {**image.labels, **opts.labels},
+        "Image": opts.image,
+        "Tty": opts.tty,
+        "OpenStdin": opts.interactive,
+        "AttachStdin": opts.interactive,
+        "AttachStdout": not opts.detach,
+        "AttachStderr": not opts.detach,
+        "StopSignal": opts.stop_signal or image.stop_signal or "SIGTERM",
+        "ExposedPorts": {p: {} for p in image.exposed_ports},
+        "Volumes": {v: {} for v in image.volumes} or None,
+    }
+
+
+def _host_config(opts: RunOptions, network: str, driver: str) -> dict[str, Any]:
+    return {
+        "Binds": [f"{m.source}:{m.destination}{':ro' if m.readonly else ''}" for m in opts.mounts
+                  if m.type == "bind"],
+        "NetworkMode": network,
+        "AutoRemove": opts.rm,
+        "CapAdd": opts.cap_add,
+        "CapDrop": opts.cap_drop,
+        "SecurityOpt": opts.security_opt,
+        "Privileged": opts.privileged,
+        "ReadonlyRootfs": opts.read_only,
+        "Init": opts.init,
+        "UsernsMode": opts.userns,
+        "ExtraHosts": [f"{n}:{ip}" for n, ip in opts.add_hosts],
+        "Tmpfs": {m.destination: ",".join(m.options) for m in opts.mounts if m.type == "tmpfs"},
+        "Dns": opts.dns,
+        "DnsSearch": opts.dns_search,
+        "DnsOptions": opts.dns_option,
+        "StorageDriver": driver,
+        "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+        "LogConfig": {"Type": "json-file", "Config": {}},
+    }
+
+
+def _network_mode(env: EngineEnv, opts: RunOptions) -> str:
+    mode = opts.network or env.network_default
+    if mode in ("", "default", "bridge", "pasta", "slirp4netns", "private"):
+        # User-mode networking is a later piece of work; until then the default is the host's network.
+        if mode in ("pasta", "slirp4netns", "bridge", "private"):
+            raise UsageError(
+                f"--network {mode} is not available in this version of rl",
+                "use --network host or --network none",
+            )
+        return "host"
+    if mode in ("host", "none"):
+        return mode
+    raise UsageError(f"invalid --network {mode!r}", "use --network host or --network none")
+
+
+def _write_userdata(userdata: Path, hostname: str, opts: RunOptions, network: str) -> dict[str, str]:
+    from rootless.engine.specgen import hosts_file, resolv_conf
+    from rootless.state.atomic import atomic_write_bytes
+
+    userdata.mkdir(parents=True, exist_ok=True)
+    try:
+        host_resolv = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        host_resolv = ""
+    if network == "host":
+        try:
+            hosts = Path("/etc/hosts").read_text()
+        except OSError:
+            hosts = hosts_file(hostname, [])
+        hosts += "".join(f"{ip}\t{name}\n" for name, ip in opts.add_hosts)
+        resolv = host_resolv if not (opts.dns or opts.dns_search or opts.dns_option) else \
+            resolv_conf(host_resolv, opts.dns, opts.dns_search, opts.dns_option)
+    else:
+        hosts = hosts_file(hostname, opts.add_hosts)
+        resolv = resolv_conf(host_resolv, opts.dns, opts.dns_search, opts.dns_option)
+    files = {"/etc/hosts": hosts, "/etc/hostname": hostname + "\n", "/etc/resolv.conf": resolv}
+    result = {}
+    for dest, text in files.items():
+        path = userdata / dest.rsplit("/", 1)[1]
+        atomic_write_bytes(path, text.encode(), durable=False)
+        result[dest] = str(path)
+    return result
+
+
+def _prepare_binds(opts: RunOptions) -> None:
+    """docker creates a missing host directory for -v; --mount type=bind requires it to exist."""
+    for m in opts.mounts:
+        if m.type != "bind":
+            continue
+        if not os.path.exists(m.source):
+            try:
+                os.makedirs(m.source, exist_ok=True)
+            except OSError as e:
+                raise UsageError(
+                    f"cannot create host directory {m.source} for the bind mount on {m.destination}: "
+                    f"{(e.strerror or str(e)).lower()}",
+                    "create it yourself or choose another path",
+                ) from None
+
+
+def _volume_dirs(env: EngineEnv, opts: RunOptions) -> dict[str, str]:
+    result = {}
+    for m in opts.mounts:
+        if m.type != "volume":
+            continue
+        name = m.source or new_id()
+        data = env.storage / "volumes" / name / "_data"
+        data.mkdir(parents=True, exist_ok=True)
+        result[m.destination] = str(data)
+    return result
+
+
+def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | None = None) -> Prepared:
+    """Everything up to (not including) starting the process. Leaves no trace when it fails."""
+    from rootless.engine import images
+    from rootless.engine.specgen import build
+    from rootless.engine.users import resolve_user
+    from rootless.runtime import pause
+    from rootless.storage import select
+    from rootless.storage.driver import get_driver
+
+    ns = pause.enter(env.runroot)
+    network = _network_mode(env, opts)
+    image_record, config = images.ensure_image_config(env, opts.image, opts.pull, opts.platform,
+                                                       tls_verify=opts.tls_verify, progress=progress)
+    defaults = _image_defaults(config)
+    driver_name = opts.storage_driver or select.choose(env.driver, store=env.storage)
+    driver = get_driver(driver_name)
+
+    store = ContainerStore(env.storage)
+    cid = new_id()
+    hostname = opts.hostname or (socket.gethostname() if network == "host" and not opts.hostname else cid[:12])
+    record = ContainerRecord(
+        id=cid,
+        name=opts.name,
+        image=opts.image,
+        image_id=image_record.id,
+        created=now_rfc3339(),
+        config=_docker_config(opts, defaults, hostname),
+        host_config=_host_config(opts, network, driver_name),
+        driver=driver_name,
+        mounts=[{"Type": m.type, "Source": m.source, "Destination": m.destination, "RW": not m.readonly}
+                for m in opts.mounts],
+    )
+    store.create(record)
+    storage_dir, rootfs, userdata = container_dirs(store, cid)
+    try:
+        from rootless.image.store import Store
+
+        image_store = Store(env.storage)
+        layers = [image_store.layer_dir(d) for d in image_record.diff_ids]
+        rootfs.mkdir(exist_ok=True)
+        mounted = driver.mount(storage_dir, layers, rootfs)
+        user = resolve_user(opts.user or defaults.user, _read_in_root(mounted, "/etc/passwd"),
+                            _read_in_root(mounted, "/etc/group"))
+        _prepare_binds(opts)
+        etc_files = _write_userdata(userdata, hostname, opts, network)
+        spec = build(
+            image=defaults,
+            opts=opts,
+            rootfs=str(mounted),
+            user=user,
+            hostname=hostname,
+            etc_files=etc_files,
+            volume_dirs=_volume_dirs(env, opts),
+            pts_gid=None if ns.single_id else 5,
+        )
+        from rootless.runtime.spec import to_json
+        from rootless.state.atomic import atomic_write_bytes
+
+        atomic_write_bytes(store.path(cid) / "spec.json", to_json(spec).encode(), durable=False)
+    except BaseException:
+        remove_container_storage(env, record)
+        store.remove(cid)
+        raise
+    return Prepared(record, spec, mounted)
+
+
+def remove_container_storage(env: EngineEnv, record: ContainerRecord) -> None:
+    """Unmount and delete the container's root filesystem (inside the user namespace)."""
+    from rootless.storage.driver import get_driver
+
+    store = ContainerStore(env.storage)
+    storage_dir, rootfs, _ = container_dirs(store, record.id)
+    driver = get_driver(record.driver or "vfs")
+    try:
+        driver.unmount(storage_dir, rootfs)
+        if storage_dir.exists():
+            driver.remove(storage_dir)
+    except RLError as e:
+        log.warning(f"cleaning up the storage of container {record.id[:12]}: {e.line()}")
+
+
+def unmount_container(env: EngineEnv, record: ContainerRecord) -> None:
+    from rootless.storage.driver import get_driver
+
+    store = ContainerStore(env.storage)
+    storage_dir, rootfs, _ = container_dirs(store, record.id)
+    try:
+        get_driver(record.driver or "vfs").unmount(storage_dir, rootfs)
+    except RLError as e:
+        log.debug(f"unmount of {record.id[:12]} failed: {e.line()}")
+
+
+def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
+    """Launch the prepared container attached to rl's terminal, wait, record the exit, clean up."""
+    from rootless.errors import CannotInvokeError, CommandNotFoundError
+    from rootless.runtime import process
+
+    store = ContainerStore(env.storage)
+    record = prepared.record
+    stdin_fd = None
+    devnull = None
+    if not opts.interactive:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        stdin_fd = devnull
+    console = None
+    if opts.tty:
+        try:
+            size = os.get_terminal_size(0)
+            console = (size.lines, size.columns)
+        except OSError:
+            console = None
+    code: int
+    try:
+        try:
+            proc = process.launch(prepared.spec, stdin=stdin_fd, console_size=console)
+        except (CommandNotFoundError, CannotInvokeError) as e:
+            with store.update(record.id) as rec:
+                rec.state.update(Status="created", ExitCode=e.exit_code, Error=e.message)
+            raise
+        finally:
+            if devnull is not None:
+                os.close(devnull)
+        with store.update(record.id) as rec:
+            rec.state.update(Status="running", Running=True, Pid=proc.pid, StartedAt=now_rfc3339())
+            rec.extra["pid_start_time"] = process_start_time(proc.pid)
+        if opts.tty and proc.pty is not None:
+            # the terminal's own size changes are relay_tty's business; every other signal goes on
+            tty_signals = tuple(s for s in process.FORWARDED_SIGNALS if s != signal.SIGWINCH)
+            with process.forward_signals(proc, signals=tty_signals):
+                code = process.relay_tty(proc) if opts.interactive else _drain_pty(proc)
+        else:
+            with process.forward_signals(proc):
+                code = proc.wait()
+        proc.close()
+        with store.update(record.id) as rec:
+            rec.state.update(Status="exited", Running=False, Pid=0, ExitCode=code, FinishedAt=now_rfc3339())
+        return code
+    finally:
+        if opts.rm:
+            remove_container_storage(env, record)
+            store.remove(record.id)
+        else:
+            unmount_container(env, record)
+
+
+def _drain_pty(proc: Any) -> int:
+    """-t without a terminal on rl's side: copy the container's terminal output to stdout."""
+    import select
+
+    fd = proc.pty
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            os.write(1, data)
+        elif proc.poll() is not None:
+            break
+    return int(proc.wait())
