@@ -11,6 +11,7 @@ The order matters and is the whole design:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -299,6 +300,10 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
         except OSError:
             console = None
     code: int
+    # Signals that arrive while the container starts are kept and sent on once it runs.
+    pending: list[int] = []
+    forwarded = tuple(process.FORWARDED_SIGNALS)
+    previous = {s: signal.signal(s, lambda signum, _f: pending.append(signum)) for s in forwarded}
     try:
         try:
             proc = process.launch(prepared.spec, stdin=stdin_fd, console_size=console)
@@ -312,19 +317,24 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
         with store.update(record.id) as rec:
             rec.state.update(Status="running", Running=True, Pid=proc.pid, StartedAt=now_rfc3339())
             rec.extra["pid_start_time"] = process_start_time(proc.pid)
-        if opts.tty and proc.pty is not None:
-            # the terminal's own size changes are relay_tty's business; every other signal goes on
-            tty_signals = tuple(s for s in process.FORWARDED_SIGNALS if s != signal.SIGWINCH)
-            with process.forward_signals(proc, signals=tty_signals):
+        # the terminal's own size changes are relay_tty's business; every other signal goes on
+        signals = tuple(s for s in forwarded if s != signal.SIGWINCH) if opts.tty else forwarded
+        with process.forward_signals(proc, signals=signals):
+            for signum in pending:
+                proc.signal(signum)
+            if opts.tty and proc.pty is not None:
                 code = process.relay_tty(proc) if opts.interactive else _drain_pty(proc)
-        else:
-            with process.forward_signals(proc):
+            else:
                 code = proc.wait()
+        for s, h in previous.items():
+            signal.signal(s, h)
         proc.close()
         with store.update(record.id) as rec:
             rec.state.update(Status="exited", Running=False, Pid=0, ExitCode=code, FinishedAt=now_rfc3339())
         return code
     finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
         if opts.rm:
             remove_container_storage(env, record)
             store.remove(record.id)
@@ -350,3 +360,29 @@ def _drain_pty(proc: Any) -> int:
         elif proc.poll() is not None:
             break
     return int(proc.wait())
+
+
+def reset(env: EngineEnv) -> list[str]:
+    """Remove every container, image, layer and volume of this store, then stop the user namespace.
+
+    Runs inside the user namespace: layer files belong to subordinate IDs the user can't delete
+    from outside.
+    """
+    from rootless.image.unpack import remove_tree
+    from rootless.runtime import pause
+
+    removed: list[str] = []
+    if env.storage.exists():
+        pause.enter(env.runroot)
+        store = ContainerStore(env.storage)
+        for record in store.list():
+            if record.running and record.state.get("Pid"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(record.state["Pid"]), signal.SIGKILL)
+            remove_container_storage(env, record)
+            store.remove(record.id)
+            removed.append(f"container {record.id[:12]}")
+        remove_tree(env.storage)
+        removed.append(f"storage {env.storage}")
+    pause.migrate(env.runroot)
+    return removed

@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +60,7 @@ RunRl = Callable[..., Result]
 
 
 @pytest.fixture
-def rl(rl_env: dict[str, str]) -> RunRl:
+def rl(rl_env: dict[str, str]) -> Iterator[RunRl]:
     def run(
         *args: str,
         rc: int | None = 0,
@@ -95,4 +95,8 @@ def rl(rl_env: dict[str, str]) -> RunRl:
             assert "Traceback" not in result.err, where
         return result
 
-    return run
+    yield run
+    # Every test has its own store and user namespace. The store holds files of subordinate IDs
+    # that only rl (inside the namespace) can delete: let it, and stop the namespace.
+    subprocess.run([*rl_command(), "system", "reset", "--force"], env=rl_env, capture_output=True, timeout=60,
+                   stdin=subprocess.DEVNULL)

@@ -1,0 +1,236 @@
+"""`rl run` as a user types it: real user namespace, real registry, real storage drivers."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.system.conftest import Result, RunRl, rl_command
+
+pytestmark = pytest.mark.system
+
+DOCKER_DEFAULT_CAPS = "00000000a80425fb"
+
+
+def ref(fixture_images: dict[str, Any], name: str) -> str:
+    return str(fixture_images[name].reference)
+
+
+def test_echo_and_exit_codes(rl: RunRl, fixture_images: dict[str, Any]) -> None:
+    busybox = ref(fixture_images, "busybox")
+    assert rl("run", "--rm", "-q", busybox, "echo", "hello").out == "hello\n"
+    rl("run", "--rm", "-q", busybox, "sh", "-c", "exit 3", rc=3)
+    # PID 1 is immune to its own SIGKILL, as in docker; under --init the shell is not PID 1
+    rl("run", "--rm", "-q", "--init", busybox, "sh", "-c", "kill -9 $$", rc=137)
+
+
+@pytest.mark.parametrize(
+    ("command", "rc", "message"),
+    [
+        (["nope"], 127, 'exec: "nope": executable file not found in $PATH'),
+        (["/etc/passwd"], 126, "permission denied"),
+    ],
+)
+def test_command_errors(rl: RunRl, fixture_images: dict[str, Any], command: list[str], rc: int,
+                        message: str) -> None:
+    result = rl("run", "--rm", "-q", ref(fixture_images, "busybox"), *command, rc=rc)
+    assert result.err.count("\n") == 1
+    assert message in result.err
+    assert "Traceback" not in result.err
+
+
+def test_image_defaults_and_layers(rl: RunRl, fixture_images: dict[str, Any]) -> None:
+    image = ref(fixture_images, "multilayer")
+    # the image's Entrypoint is sh -c, its User alice, its WorkingDir /data
+    out = rl("run", "--rm", "-q", image, "id -u; id -g; pwd; echo $GREETING").lines
+    assert out == ["1234", "1234", "/data", "hello world"]
+    script = (
+        "test -e /etc/deleteme && echo deleteme-present; "
+        "ls /opt/replaced; "
+        "stat -c '%u:%g' /data/alice-file; "
+        "stat -c '%A' /usr/bin/setuid-tool; "
+        "test /data/hardlink-a -ef /data/hardlink-b && echo same-inode; "
+        "readlink /data/abs-link; test -p /data/fifo && echo fifo"
+    )
+    out = rl("run", "--rm", "-q", "-u", "0", image, script).lines
+    assert out == ["c", "1234:1234", "-rwsr-xr-x", "same-inode", "/etc/passwd", "fifo"]
+
+
+def test_root_with_full_range(rl: RunRl, fixture_images: dict[str, Any]) -> None:
+    out = rl("run", "--rm", "-q", ref(fixture_images, "busybox"), "sh", "-c", "id -u; cat /proc/self/uid_map").lines
+    assert out[0] == "0"
+    maps = [line.split() for line in out[1:]]
+    assert maps[0][:3] == ["0", str(os.getuid()), "1"] or maps[0][0] == "0"
+    assert sum(int(m[2]) for m in maps) > 1, "the subordinate range should be mapped"
+
+
+def test_single_id_mapping_flattens_and_warns(rl: RunRl, fixture_images: dict[str, Any]) -> None:
+    env = {"RL_USERNS_SINGLE_ID": "1"}
+    result = rl("run", "--rm", "-q", "-u", "0", ref(fixture_images, "multilayer"),
+                "stat -c %u /data/alice-file; cat /proc/self/uid_map | wc -l", env=env,
+                warnings=["single-ID", "single ID", "ownership"])
+    assert result.lines == ["0", "1"]
+    assert any(line.startswith("Warning:") for line in result.err.splitlines())
+
+
+@pytest.mark.parametrize("driver", ["overlay", "fuse-overlayfs", "vfs"])
+def test_storage_drivers_keep_layers_intact(rl: RunRl, fixture_images: dict[str, Any], driver: str) -> None:
+    image = ref(fixture_images, "busybox")
+    out = rl("run", "--rm", "-q", "--storage-driver", driver, image, "sh", "-c",
+             "echo changed > /etc/motd; rm /bin/ls; cat /etc/motd").out
+    assert out == "changed\n"
+    out = rl("run", "--rm", "-q", "--storage-driver", driver, image, "sh", "-c",
+             "test -e /etc/motd && echo motd; test -e /bin/ls && echo ls").out
+    assert out == "ls\n"
+
+
+def test_env_workdir_user(rl: RunRl, fixture_images: dict[str, Any], tmp_path: Path) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text("# comment\nFROM_FILE=file\nOVERRIDE=file\n")
+    out = rl("run", "--rm", "-q", "--env-file", str(env_file), "-e", "OVERRIDE=flag", "-e", "PLAIN=1",
+             "-w", "/tmp/work", "-u", "1234:1234", ref(fixture_images, "busybox"), "sh", "-c",
+             "echo $FROM_FILE $OVERRIDE $PLAIN; pwd; id -u; id -g").lines
+    assert out == ["file flag 1", "/tmp/work", "1234", "1234"]
+    assert rl("run", "--rm", "-q", "-u", "alice", ref(fixture_images, "busybox"), "id", "-un").out == "alice\n"
+    result = rl("run", "--rm", "-q", "-u", "carol", ref(fixture_images, "busybox"), "true", rc=125)
+    assert "unable to find user carol" in result.err
+
+
+def test_bind_mounts(rl: RunRl, fixture_images: dict[str, Any], tmp_path: Path) -> None:
+    host = tmp_path / "share"
+    host.mkdir()
+    (host / "in").write_text("from host\n")
+    image = ref(fixture_images, "busybox")
+    out = rl("run", "--rm", "-q", "-v", f"{host}:/mnt:ro", image, "sh", "-c",
+             "cat /mnt/in; echo x > /mnt/out || echo refused", rc=0).out
+    assert out.splitlines()[0] == "from host"
+    assert "refused" in out
+    assert not (host / "out").exists()
+    rl("run", "--rm", "-q", "-v", f"{host}:/mnt", image, "sh", "-c", "echo written > /mnt/out")
+    assert (host / "out").read_text() == "written\n"
+    missing = tmp_path / "created" / "by" / "rl"
+    rl("run", "--rm", "-q", "-v", f"{missing}:/m", image, "true")
+    assert missing.is_dir()
+    rl("run", "--rm", "-q", "--read-only", "--tmpfs", "/scratch", image, "sh", "-c",
+       "echo ok > /scratch/f && ! touch /etc/nope")
+
+
+def test_security_defaults(rl: RunRl, fixture_images: dict[str, Any]) -> None:
+    script = (
+        "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; "
+        "echo b > /proc/sysrq-trigger 2>/dev/null && echo sysrq-writable; "
+        "head -c 1 /proc/kcore 2>/dev/null | wc -c; "
+        "touch /sys/x 2>/dev/null && echo sys-writable; "
+        "unshare -U true 2>/dev/null && echo unshare-allowed; "
+        "echo done"
+    )
+    out = rl("run", "--rm", "-q", ref(fixture_images, "busybox"), "sh", "-c", script).lines
+    status = dict(line.split(":\t") for line in out[:3])
+    assert status == {"CapEff": DOCKER_DEFAULT_CAPS, "NoNewPrivs": "1", "Seccomp": "2"}
+    assert out[3:] == ["0", "done"]
+
+
+def test_host_file_the_user_cannot_read_stays_unreadable(rl: RunRl, fixture_images: dict[str, Any]) -> None:
+    secret = Path("/etc/shadow")
+    if os.access(secret, os.R_OK):
+        pytest.skip("this test needs an unprivileged user who cannot read /etc/shadow")
+    result = rl("run", "--rm", "-q", "-v", "/etc/shadow:/shadow:ro", ref(fixture_images, "busybox"),
+                "cat", "/shadow", rc=1)
+    assert "Permission denied" in result.err or "can't open" in result.err
+
+
+def test_sigterm_to_rl_reaches_the_container(rl: RunRl, rl_env: dict[str, str],
+                                             fixture_images: dict[str, Any]) -> None:
+    rl("pull", "-q", ref(fixture_images, "busybox"))
+    proc = subprocess.Popen(
+        [*rl_command(), "run", "--rm", ref(fixture_images, "busybox"), "sh", "-c",
+         "trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 0.1; done"],
+        env=rl_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 42, err
+    assert "got-term" in out
+
+
+def _read_until(fd: int, needle: bytes, timeout: float = 20) -> bytes:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while needle not in data:
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out waiting for {needle!r}; got {data!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def test_interactive_tty_session(rl: RunRl, rl_env: dict[str, str], fixture_images: dict[str, Any]) -> None:
+    rl("pull", "-q", ref(fixture_images, "busybox"))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*rl_command(), "run", "--rm", "-it", ref(fixture_images, "busybox"), "sh"],
+                            env=rl_env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    try:
+        prompt = _read_until(master, b"# ")
+        if b"\x1b[6n" in prompt:  # busybox's line editor asks where the cursor is: answer like a terminal
+            os.write(master, b"\x1b[1;3R")
+            time.sleep(0.5)
+        os.write(master, b"tty; echo $((6*7))\n")
+        out = _read_until(master, b"42")
+        assert b"/dev/pts/0" in out
+        os.write(master, b"exit 5\n")
+        assert proc.wait(timeout=30) == 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+
+
+def _pause_pid(rl: RunRl) -> int | None:
+    import json
+
+    ns = json.loads(rl("info", "--format", "json").out)["userNamespace"]
+    return int(ns["pausePid"]) if ns["running"] else None
+
+
+def test_no_leftovers_after_rm(rl: RunRl, rl_env: dict[str, str], fixture_images: dict[str, Any]) -> None:
+    rl("run", "--rm", "-q", ref(fixture_images, "busybox"), "true")
+    storage = Path(rl_env["XDG_DATA_HOME"]) / "rl" / "storage"
+    containers = storage / "containers"
+    assert not containers.exists() or not [p for p in containers.iterdir() if not p.name.startswith(".")]
+    pause = _pause_pid(rl)
+    assert pause is not None
+    mountinfo = Path(f"/proc/{pause}/mountinfo").read_text()
+    assert str(storage) not in mountinfo
+    children = Path(f"/proc/{pause}/task/{pause}/children").read_text().split()
+    assert children == []
+
+
+def test_debian_image(rl: RunRl, debian_image: Any) -> None:
+    result: Result = rl("run", "--rm", "-q", str(debian_image.reference), "sh", "-c",
+                        "cat /etc/debian_version; id -u; ls -ld /var/cache/apt | cut -c1")
+    lines = result.lines
+    assert lines[0].startswith("12")
+    assert lines[1:] == ["0", "d"]
+
+
+def test_network_none_has_only_loopback(rl: RunRl, fixture_images: dict[str, Any]) -> None:
+    out = rl("run", "--rm", "-q", "--network", "none", ref(fixture_images, "busybox"), "ls", "/sys/class/net").out
+    assert out.split() == ["lo"]
