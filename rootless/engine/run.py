@@ -229,8 +229,9 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
         layers = [image_store.layer_dir(d) for d in image_record.diff_ids]
         rootfs.mkdir(exist_ok=True)
         mounted = driver.mount(storage_dir, layers, rootfs)
-        user = resolve_user(opts.user or defaults.user, _read_in_root(mounted, "/etc/passwd"),
-                            _read_in_root(mounted, "/etc/group"))
+        keep_id = _keep_id(opts.userns, ns)
+        user_spec = opts.user or (f"{keep_id[0]}:{keep_id[1]}" if keep_id else defaults.user)
+        user = resolve_user(user_spec, _read_in_root(mounted, "/etc/passwd"), _read_in_root(mounted, "/etc/group"))
         _prepare_binds(opts)
         etc_files = _write_userdata(userdata, hostname, opts, network)
         spec = build(
@@ -243,6 +244,8 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
             volume_dirs=_volume_dirs(env, opts),
             pts_gid=None if ns.single_id else 5,
         )
+        if keep_id:
+            spec.user_namespace = _keep_id_maps(keep_id, ns)
         from rootless.runtime.spec import to_json
         from rootless.state.atomic import atomic_write_bytes
 
@@ -252,6 +255,34 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
         store.remove(cid)
         raise
     return Prepared(record, spec, mounted)
+
+
+def _keep_id(userns: str, ns: Any) -> tuple[int, int] | None:
+    """--userns=keep-id[:uid=U,gid=G]: the ids the user keeps inside (default: their own)."""
+    if not userns.startswith("keep-id"):
+        if userns not in ("", "host"):
+            raise UsageError(f"--userns={userns} is not supported", "use --userns=keep-id or leave it out")
+        return None
+    uid, gid = ns.host_uid, ns.host_gid
+    for item in userns.partition(":")[2].split(","):
+        key, _, value = item.partition("=")
+        if key in ("uid", "gid") and value.isdigit():
+            uid, gid = (int(value), gid) if key == "uid" else (uid, int(value))
+        elif item:
+            raise UsageError(f"invalid --userns option {item!r}", "use --userns=keep-id[:uid=N,gid=N]")
+    if ns.single_id:
+        raise UsageError(
+            "--userns=keep-id needs subordinate ids: rl runs with a single-ID mapping here",
+            "ask the admin to add ranges for you to /etc/subuid and /etc/subgid (helpers/grant-subids.sh)",
+        )
+    return uid, gid
+
+
+def _keep_id_maps(ids: tuple[int, int], ns: Any) -> dict[str, str]:
+    from rootless.runtime.idmap import keep_id_mapping
+
+    plan = keep_id_mapping(ids[0], ids[1], ns.uid_count, ns.gid_count)
+    return {"uid_map": plan.uid_map.text(), "gid_map": plan.gid_map.text()}
 
 
 def remove_container_storage(env: EngineEnv, record: ContainerRecord) -> None:

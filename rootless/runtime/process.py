@@ -46,6 +46,7 @@ from rootless.runtime.syscalls import (
     CLONE_NEWNET,
     CLONE_NEWNS,
     CLONE_NEWPID,
+    CLONE_NEWUSER,
     CLONE_NEWUTS,
     MS_BIND,
     SYSCALLS,
@@ -388,9 +389,53 @@ def _why(e: OSError) -> str:
     return os.strerror(e.errno).lower() if e.errno else str(e)
 
 
+def _enter_nested_userns(plan: _Plan) -> None:  # pragma: no cover - child
+    """Create the container's own user namespace inside rl's and have it mapped.
+
+    A process cannot give its own new namespace a map of many ranges, but its parent namespace's
+    root can: a helper forked before the unshare stays behind in rl's namespace and writes the maps.
+    """
+    maps = plan.spec.user_namespace or {}
+    go_r, go_w = os.pipe()
+    done_r, done_w = os.pipe()
+    helper = os.fork()
+    if helper == 0:
+        os.close(go_w)
+        os.close(done_r)
+        reply = b"ok"
+        try:
+            if os.read(go_r, 1) == b"u":
+                target = os.getppid()
+                for name in ("uid_map", "gid_map"):
+                    with open(f"/proc/{target}/{name}", "w") as f:
+                        f.write(maps[name])
+            else:
+                reply = b"the namespace was not created"
+        except OSError as e:
+            reply = f"writing the nested {getattr(e, 'filename', '') or 'id map'} failed: {_why(e)}".encode()
+        os.write(done_w, reply)
+        os._exit(0)
+    os.close(go_r)
+    os.close(done_w)
+    try:
+        plan.sys.unshare(CLONE_NEWUSER)
+        os.write(go_w, b"u")
+    finally:
+        os.close(go_w)
+        reply = os.read(done_r, 4096)
+        os.close(done_r)
+        os.waitpid(helper, 0)
+    if reply != b"ok":
+        raise OSError(errno.EPERM, reply.decode(errors="replace"))
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
 def _setup_process(plan: _Plan, chan: socket, start_r: int) -> NoReturn:  # pragma: no cover - child
     """Between rl and PID 1: enter/create the namespaces, fork PID 1, report its pid, exit."""
     try:
+        if plan.spec.user_namespace:
+            _enter_nested_userns(plan)
         for path, nstype in plan.joins:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:

@@ -103,6 +103,8 @@ class ContainerSpec:
     # container path -> host file rl prepared (bind-mounted): /etc/hosts, /etc/hostname, /etc/resolv.conf
     etc_files: dict[str, str] = field(default_factory=dict)
     stop_signal: str = "SIGTERM"
+    # a user namespace nested in rl's (--userns=keep-id): {"uid_map": text, "gid_map": text}, or None
+    user_namespace: dict[str, str] | None = None
 
 
 def default_mounts(new_ipc: bool = True, pts_gid: int | None = 5) -> list[Mount]:

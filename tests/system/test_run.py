@@ -234,3 +234,15 @@ def test_debian_image(rl: RunRl, debian_image: Any) -> None:
 def test_network_none_has_only_loopback(rl: RunRl, fixture_images: dict[str, Any]) -> None:
     out = rl("run", "--rm", "-q", "--network", "none", ref(fixture_images, "busybox"), "ls", "/sys/class/net").out
     assert out.split() == ["lo"]
+
+
+def test_keep_id(rl: RunRl, fixture_images: dict[str, Any], tmp_path: Path) -> None:
+    share = tmp_path / "home-share"
+    share.mkdir()
+    (share / "mine").write_text("data\n")
+    out = rl("run", "--rm", "-q", "--userns=keep-id", "-v", f"{share}:/share", ref(fixture_images, "busybox"),
+             "sh", "-c", "id -u; id -g; stat -c %u /share/mine; touch /share/made-inside").lines
+    assert out == [str(os.getuid()), str(os.getgid()), str(os.getuid())]
+    assert (share / "made-inside").stat().st_uid == os.getuid()
+    result = rl("run", "--rm", "-q", "--userns=frob", ref(fixture_images, "busybox"), "true", rc=125)
+    assert "--userns" in result.err
