@@ -285,8 +285,9 @@ def _keep_id_maps(ids: tuple[int, int], ns: Any) -> dict[str, str]:
     return {"uid_map": plan.uid_map.text(), "gid_map": plan.gid_map.text()}
 
 
-def remove_container_storage(env: EngineEnv, record: ContainerRecord) -> None:
-    """Unmount and delete the container's root filesystem (inside the user namespace)."""
+def remove_container_storage(env: EngineEnv, record: ContainerRecord, delete: bool = True) -> None:
+    """Unmount the container's root filesystem and, with ``delete``, its files (inside the user
+    namespace: they belong to subordinate IDs). Without ``delete`` the caller removes the directory."""
     from rootless.storage.driver import get_driver
 
     store = ContainerStore(env.storage)
@@ -294,7 +295,7 @@ def remove_container_storage(env: EngineEnv, record: ContainerRecord) -> None:
     driver = get_driver(record.driver or "vfs")
     try:
         driver.unmount(storage_dir, rootfs)
-        if storage_dir.exists():
+        if delete and storage_dir.exists():
             driver.remove(storage_dir)
     except RLError as e:
         log.warning(f"cleaning up the storage of container {record.id[:12]}: {e.line()}")
@@ -367,8 +368,9 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
         for s, h in previous.items():
             signal.signal(s, h)
         if opts.rm:
-            remove_container_storage(env, record)
-            store.remove(record.id)
+            # unmounted now; the files go in a detached child so that rl returns at once
+            remove_container_storage(env, record, delete=False)
+            store.remove(record.id, background=True)
         else:
             unmount_container(env, record)
 
@@ -413,6 +415,7 @@ def reset(env: EngineEnv) -> list[str]:
             remove_container_storage(env, record)
             store.remove(record.id)
             removed.append(f"container {record.id[:12]}")
+        store.remove_leftovers()
         remove_tree(env.storage)
         removed.append(f"storage {env.storage}")
     pause.migrate(env.runroot)

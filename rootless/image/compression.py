@@ -363,13 +363,20 @@ class DecompressReader(io.RawIOBase):
         return n
 
     def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes; fewer only at the end (tarfile.addfile relies on full reads)."""
         if size is None or size < 0:
             return self.readall()
-        self._fill()
-        n = min(size, len(self._buf))
-        out = bytes(self._buf[:n])
-        self._buf = self._buf[n:]
-        return out
+        parts: list[bytes] = []
+        wanted = size
+        while wanted > 0:
+            self._fill()
+            if not self._buf:
+                break
+            n = min(wanted, len(self._buf))
+            parts.append(bytes(self._buf[:n]))
+            self._buf = self._buf[n:]
+            wanted -= n
+        return b"".join(parts)
 
     def readall(self) -> bytes:
         parts: list[bytes] = []

@@ -1,0 +1,94 @@
+"""rl and podman as the benchmarks drive them: private stores, private podman configuration.
+
+podman is configured through private files (containers.conf with runtime "runc" (its default crun
+refuses this kind of host's hybrid cgroup layout), storage.conf with the overlay driver,
+registries.conf marking the local registry insecure) passed in CONTAINERS_CONF /
+CONTAINERS_STORAGE_CONF / CONTAINERS_REGISTRIES_CONF, so the user's own podman setup is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(argv: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return elapsed
+
+
+class Rl:
+    name = "rl"
+
+    def __init__(self, work: Path, env: dict[str, str]) -> None:
+        self.work = work
+        self.runroot = work / "rl-run"
+        self.runroot.mkdir(mode=0o700)
+        self.env = {**env, "PYTHONPATH": str(ROOT), "RL_SYSTEM_CONFIG": str(work / "rl-system.toml")}
+        exe = shutil.which("rl", path=os.path.dirname(sys.executable))
+        self.cmd = [exe] if exe else [sys.executable, "-m", "rootless"]
+
+    def argv(self, root: Path, *args: str) -> list[str]:
+        return [*self.cmd, "--root", str(root), "--runroot", str(self.runroot), *args]
+
+    def pull(self, root: Path, ref: str) -> float:
+        return _run(self.argv(root, "pull", "-q", ref), self.env)
+
+    def run(self, root: Path, *args: str) -> float:
+        return _run(self.argv(root, "run", *args), self.env)
+
+    def remove(self, root: Path) -> None:
+        code = ("import shutil\nfrom pathlib import Path\nfrom rootless.runtime import pause\n"
+                f"pause.enter(Path({str(self.runroot)!r}))\nshutil.rmtree({str(root)!r})\n")
+        subprocess.run([sys.executable, "-c", code], env=self.env, check=True)
+
+    def close(self) -> None:
+        sys.path.insert(0, str(ROOT))
+        from rootless.runtime import pause
+
+        pause.migrate(self.runroot)
+
+
+class Podman:
+    name = "podman"
+
+    def __init__(self, work: Path, env: dict[str, str], registry: str) -> None:
+        conf = work / "containers"
+        conf.mkdir()
+        (conf / "containers.conf").write_text('[engine]\nruntime = "runc"\n')
+        (conf / "storage.conf").write_text(
+            f'[storage]\ndriver = "overlay"\nrunroot = "{work / "podman-run"}"\ngraphroot = "{work / "podman-root"}"\n')
+        (conf / "registries.conf").write_text(
+            f'unqualified-search-registries = []\n[[registry]]\nlocation = "{registry}"\ninsecure = true\n')
+        self.runroot = work / "podman-run"
+        self.env = {
+            **env,
+            "CONTAINERS_CONF": str(conf / "containers.conf"),
+            "CONTAINERS_STORAGE_CONF": str(conf / "storage.conf"),
+            "CONTAINERS_REGISTRIES_CONF": str(conf / "registries.conf"),
+        }
+
+    def argv(self, root: Path, *args: str) -> list[str]:
+        return ["podman", "--root", str(root), "--runroot", str(self.runroot), "--storage-driver", "overlay", *args]
+
+    def pull(self, root: Path, ref: str) -> float:
+        return _run(self.argv(root, "pull", "-q", ref), self.env)
+
+    def run(self, root: Path, *args: str) -> float:
+        return _run(self.argv(root, "run", *args), self.env)
+
+    def remove(self, root: Path) -> None:
+        subprocess.run(["podman", "unshare", "rm", "-rf", str(root)], env=self.env, check=True)
+
+    def close(self) -> None:
+        pass
