@@ -61,31 +61,31 @@ ci_summary() {
     printf '  %-28s %6ss\n' "total" "$SECONDS"
 }
 
-# ci_pytest_counts LOG: "N passed, N failed, N skipped" from pytest's closing
-# line in LOG (errors count as failed); nothing if there is no such line.
+# ci_pytest_counts LOG: "N passed, N failed, N skipped" summed over every pytest closing line
+# in LOG (one per pytest run; errors count as failed); nothing if there is no such line.
 ci_pytest_counts() {
-    local line
-    line="$(grep -E '^=+ .*(passed|failed|error|skipped|no tests ran).* in [0-9.]+s' "$1" | tail -n 1 || true)"
-    [[ -n "$line" ]] || return 0
-    awk -v line="$line" 'BEGIN {
-        passed = failed = skipped = 0
-        n = split(line, words, /[ ,=]+/)
+    local lines
+    lines="$(grep -E '^=+ .*(passed|failed|error|skipped|no tests ran|deselected).* in [0-9.]+s' "$1" || true)"
+    [[ -n "$lines" ]] || return 0
+    printf '%s\n' "$lines" | awk '{
+        n = split($0, words, /[ ,=]+/)
         for (i = 2; i <= n; i++) {
-            if (words[i] == "passed") passed = words[i - 1]
+            if (words[i] == "passed") passed += words[i - 1]
             if (words[i] == "failed" || words[i] ~ /^errors?$/) failed += words[i - 1]
-            if (words[i] == "skipped") skipped = words[i - 1]
+            if (words[i] == "skipped") skipped += words[i - 1]
         }
-        printf "%d passed, %d failed, %d skipped\n", passed, failed, skipped
-    }'
+    }
+    END { printf "%d passed, %d failed, %d skipped\n", passed, failed, skipped }'
 }
 
 # ---------------------------------------------------------------- cleanup
 
 CI_CLEANUP_PIDS=()
 CI_CLEANUP_DIRS=()
+CI_CLEANUP_MOUNTS=()
 
 ci_cleanup() {
-    local pid dir
+    local pid dir mnt i
     for pid in "${CI_CLEANUP_PIDS[@]}"; do
         if kill -0 "$pid" 2>/dev/null; then
             kill -TERM "$pid" 2>/dev/null || true
@@ -93,6 +93,14 @@ ci_cleanup() {
         fi
     done
     CI_CLEANUP_PIDS=()
+    # mounts first (newest first), so removing the directories never crosses into one
+    for ((i = ${#CI_CLEANUP_MOUNTS[@]} - 1; i >= 0; i--)); do
+        mnt="${CI_CLEANUP_MOUNTS[$i]}"
+        if mountpoint -q "$mnt"; then
+            umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+        fi
+    done
+    CI_CLEANUP_MOUNTS=()
     if [[ "${RL_CI_KEEP:-0}" == 1 ]]; then
         if ((${#CI_CLEANUP_DIRS[@]})); then
             ci_log "RL_CI_KEEP=1: leaving ${CI_CLEANUP_DIRS[*]}"
@@ -170,6 +178,8 @@ ci_enable_devices() {
 # environment (HOME, USER, LOGNAME, SHELL, PATH, LANG; PATH starts with
 # $CI_VENV/bin when set) plus the given variables. XDG_RUNTIME_DIR stays unset.
 # exec's straight into COMMAND, so a background job's $! is COMMAND's pid.
+# With the array CI_USER_WRAP set (e.g. (python3 ci/condition.py no-newuidmap --)), that runs
+# first, as root, and execs the rest.
 ci_as_user() {
     local user="$1"
     shift
@@ -186,7 +196,8 @@ ci_as_user() {
     if [[ -n "${CI_VENV:-}" ]]; then
         path="$CI_VENV/bin:$path"
     fi
-    setpriv --reuid="$user" --regid="$(id -g -- "$user")" --init-groups \
+    ${CI_USER_WRAP[@]+"${CI_USER_WRAP[@]}"} \
+        setpriv --reuid="$user" --regid="$(id -g -- "$user")" --init-groups \
         env -i HOME="$home" USER="$user" LOGNAME="$user" SHELL=/bin/bash PATH="$path" \
         LANG=C.UTF-8 TERM="${TERM:-dumb}" CI="${CI:-}" "${vars[@]}" "$@"
 }
@@ -396,4 +407,39 @@ EOF
         wait "$CI_REGISTRY_PID" 2>/dev/null || true
     done
     ci_die "could not start docker-registry"
+}
+
+# ---------------------------------------------------------------- scenario filesystems
+
+# ci_scenario_filesystems USER: root-prepared storage conditions for tests/scenarios, each a
+# directory owned by USER; unmounted and removed by ci_cleanup. Sets CI_NOXATTR_FS (FUSE, no user
+# xattrs: bindfs -o xattr-none), CI_FULL_FS (a 1 MiB tmpfs filled by root) and CI_RO_FS (a
+# read-only bind mount). A condition that cannot be made here stays unset (its tests skip).
+ci_scenario_filesystems() {
+    local user="$1" group base
+    group="$(id -g -- "$user")"
+    base="$(mktemp -d /var/tmp/rl-scenario-fs.XXXXXX)"
+    chmod 0755 "$base"
+    CI_CLEANUP_DIRS+=("$base")
+    mkdir -p "$base/noxattr-src" "$base/noxattr" "$base/full" "$base/ro"
+    chown "$user:$group" "$base/noxattr-src" "$base/noxattr" "$base/full" "$base/ro"
+    CI_NOXATTR_FS="" CI_FULL_FS="" CI_RO_FS=""
+    if command -v bindfs >/dev/null 2>&1 &&
+        bindfs -o xattr-none,allow_other "$base/noxattr-src" "$base/noxattr" 2>/dev/null; then
+        CI_CLEANUP_MOUNTS+=("$base/noxattr")
+        CI_NOXATTR_FS="$base/noxattr"
+    else
+        ci_log "bindfs -o xattr-none failed: the no-xattr storage scenarios will skip"
+    fi
+    if mount -t tmpfs -o size=1m,mode=0755 tmpfs "$base/full"; then
+        CI_CLEANUP_MOUNTS+=("$base/full")
+        chown "$user:$group" "$base/full"
+        dd if=/dev/zero of="$base/full/filler" bs=4k status=none 2>/dev/null || true
+        CI_FULL_FS="$base/full"
+    fi
+    if mount --bind "$base/ro" "$base/ro" && mount -o remount,bind,ro "$base/ro"; then
+        CI_CLEANUP_MOUNTS+=("$base/ro")
+        CI_RO_FS="$base/ro"
+    fi
+    ci_log "scenario filesystems: noxattr=${CI_NOXATTR_FS:-none} full=${CI_FULL_FS:-none} ro=${CI_RO_FS:-none}"
 }

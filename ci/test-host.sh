@@ -65,6 +65,10 @@ ci_step_begin "start registry"
 ci_start_registry "$test_user"
 ci_step_end
 
+ci_step_begin "scenario filesystems"
+ci_scenario_filesystems "$test_user"
+ci_step_end
+
 cd "$CI_STAGE"
 
 # check NAME COMMAND...: run a check as the test user; record, don't stop.
@@ -99,6 +103,9 @@ ci_as_user "$test_user" \
     RL_TEST_REGISTRY="$CI_REGISTRY" \
     RL_TEST_DEBIAN_TAR="$CI_DEBIAN_TAR" \
     RL_TEST_NOSUB_USER="$nosub_user" \
+    RL_TEST_NOXATTR_FS="$CI_NOXATTR_FS" \
+    RL_TEST_FULL_FS="$CI_FULL_FS" \
+    RL_TEST_RO_FS="$CI_RO_FS" \
     PYTHONDONTWRITEBYTECODE=1 \
     -- python -m pytest -n auto -p no:cacheprovider -rfEs --durations=10 "${pytest_args[@]}" 2>&1 |
     tee "$pytest_log"
@@ -109,7 +116,50 @@ case "$rc" in
     5) ci_step_end "FAILED (pytest ran no tests)"; overall=1 ;;
     *) ci_step_end "FAILED (pytest exit $rc)"; overall=1 ;;
 esac
-# pytest's counts, restated as the very last line of the run.
+
+# Scenario phases (tests/scenarios): the same suite under one host condition each, set up by root
+# in namespaces of its own (ci/condition.py) or as the user without subordinate IDs. Only with the
+# default arguments: a run for chosen tests skips them.
+# scenario NAME USER CONDITION: one phase; its pytest output joins the log.
+scenario() {
+    local name="$1" user="$2" condition="$3" rc=0
+    ci_step_begin "scenario $name"
+    local -a CI_USER_WRAP=()
+    if [[ "$condition" != none ]]; then
+        CI_USER_WRAP=("$RL_CI_PYTHON" "$CI_STAGE/ci/condition.py" "$condition" --)
+    fi
+    set +e
+    ci_as_user "$user" \
+        RL_SCENARIO="$name" \
+        RL_TEST_REGISTRY="$CI_REGISTRY" \
+        PYTHONDONTWRITEBYTECODE=1 \
+        -- python -m pytest -p no:cacheprovider -p no:xdist -rfEs tests/scenarios 2>&1 | tee -a "$pytest_log"
+    rc="${PIPESTATUS[0]}"
+    set -e
+    case "$rc" in
+        0) ci_step_end ok ;;
+        5) ci_step_end "FAILED (no scenario test ran)"; overall=1 ;;
+        *) ci_step_end "FAILED (pytest exit $rc)"; overall=1 ;;
+    esac
+}
+if ((${#pytest_args[@]} == 1)) && [[ "${pytest_args[0]}" == tests ]]; then
+    scenario nosub "$nosub_user" none
+    scenario no-newuidmap "$test_user" no-newuidmap
+    scenario newuidmap-not-setuid "$test_user" newuidmap-not-setuid
+    scenario userns-limit "$test_user" userns-limit
+
+    # cgroup limits can't be tested on this host's hybrid layout: a qemu VM boots a cgroup v2 kernel
+    ci_step_begin "cgroup v2 VM lane"
+    if bash "$RL_CI_ROOT/ci/vm/run-lane.sh" --venv "$CI_VENV" --src "$CI_STAGE" --user "$test_user" \
+        --timeout 300 2>&1 | tee -a "$pytest_log"; then
+        ci_step_end ok
+    else
+        ci_step_end "FAILED"
+        overall=1
+    fi
+fi
+
+# pytest's counts (every run above), restated as the very last line of the run.
 pytest_counts="$(ci_pytest_counts "$pytest_log")"
 
 if ((overall != 0)) && [[ "${RL_CI_KEEP:-0}" != 1 ]]; then

@@ -42,3 +42,8 @@ def df(app: AppContext, fmt: str | None) -> None:
     from rootless.cli.commands.images import disk_usage_rows, print_disk_usage
 
     print_disk_usage(disk_usage_rows(app), fmt)
+
+
+from rootless.cli.commands.check import check  # noqa: E402  (cheap: click and the app context only)
+
+system.add_command(check)
