@@ -1,0 +1,87 @@
+"""``--network none`` (a private namespace with only lo, up) and ``--network host`` (no network
+namespace: the container shares the host's, and gets the host's resolv.conf and hosts)."""
+
+from __future__ import annotations
+
+from rootless.errors import UsageError
+from rootless.network import dns, netns
+from rootless.network.driver import Features, NetworkDriver, NetworkOptions, NetworkState, ProbeResult
+from rootless.network.netns import NetNS
+
+
+def _no_ports(name: str, options: NetworkOptions) -> None:
+    if options.ports:
+        raise UsageError(
+            f"cannot publish ports with --network {name}",
+            "leave out -p/-P, or use --network pasta or slirp4netns"
+            + (" (with --network host the container's ports are the host's)" if name == "host" else ""),
+        )
+
+
+class NoneDriver(NetworkDriver):
+    name = "none"
+
+    def probe(self) -> ProbeResult:
+        return Features(name=self.name)
+
+    def setup(self, netns_: NetNS | None, options: NetworkOptions) -> NetworkState:
+        _no_ports(self.name, options)
+        if netns_ is None:
+            raise UsageError("--network none needs a network namespace", "this is a bug in the caller")
+        netns.bring_up_lo(netns_)
+        resolv = dns.container_resolv_conf(
+            dns.read_host_resolv_conf(options.host_resolv_conf),
+            ipv6=options.ipv6,
+            dns=options.dns,
+            dns_search=options.dns_search,
+            dns_options=options.dns_options,
+        )
+        hosts = dns.container_hosts(hostname=options.hostname, aliases=options.aliases, add_hosts=options.add_hosts)
+        return NetworkState(
+            driver=self.name,
+            interface="lo",
+            dns_servers=resolv.nameservers,
+            resolv_conf=resolv.render(),
+            hosts=hosts,
+            exposed=list(options.exposed),
+            netns=netns_,
+        )
+
+
+class HostDriver(NetworkDriver):
+    name = "host"
+    needs_netns = False
+
+    def probe(self) -> ProbeResult:
+        return Features(name=self.name)
+
+    def setup(self, netns_: NetNS | None, options: NetworkOptions) -> NetworkState:
+        _no_ports(self.name, options)
+        try:
+            with open(options.host_resolv_conf) as f:
+                resolv_text = f.read()
+        except OSError:
+            resolv_text = ""
+        if options.dns or options.dns_search or options.dns_options:
+            resolv = dns.container_resolv_conf(
+                dns.parse_resolv_conf(resolv_text),
+                dns=options.dns,
+                dns_search=options.dns_search,
+                dns_options=options.dns_options,
+            )
+            # the host's own loopback resolvers work here: keep them unless --dns replaced them
+            if not options.dns:
+                resolv.nameservers = dns.parse_resolv_conf(resolv_text).nameservers
+            resolv_text = resolv.render()
+        try:
+            with open(options.host_hosts) as f:
+                hosts_text = f.read()
+        except OSError:
+            hosts_text = dns.container_hosts()
+        return NetworkState(
+            driver=self.name,
+            dns_servers=dns.parse_resolv_conf(resolv_text).nameservers,
+            resolv_conf=resolv_text,
+            hosts=dns.host_network_hosts(hosts_text, options.add_hosts),
+            host_gateway="127.0.0.1",
+        )

@@ -1,0 +1,304 @@
+"""The network driver interface: one per way a container reaches the outside.
+
+    driver = get_driver("pasta")               # or slirp4netns, none, host; default_driver()
+    problem = driver.probe()                   # Features, or a HostError naming the admin's fix
+    state = driver.setup(NetNS(path), options) # starts the helper; raises RLError, leaves nothing
+    ... write state.resolv_conf / state.hosts into the container, save state.to_json()
+    driver.teardown(state)                     # stops the helper (SIGTERM, waits, SIGKILL)
+
+``teardown(NetworkState.from_json(saved))`` works in a later rl process: the helper is identified by
+pid and start time, never by name.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import errno
+import os
+import select
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rootless.errors import HostError, RLError, UsageError
+from rootless.network.dns import HOST_HOSTS, HOST_RESOLV_CONF
+from rootless.network.netns import NetNS
+from rootless.network.ports import PortMapping, docker_ports
+
+DEFAULT_MTU = 65520
+DEFAULT_READY_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Features:
+    """What a probed helper binary can do."""
+
+    name: str
+    path: str = ""
+    version: str = ""
+    flags: frozenset[str] = frozenset()
+    ipv6: bool = False
+    port_forwarding: bool = True
+
+    def has(self, flag: str) -> bool:
+        return flag in self.flags
+
+
+ProbeResult = Features | HostError
+
+
+@dataclass
+class NetworkOptions:
+    """What the engine asks of the network (from `rl run` flags and the image)."""
+
+    hostname: str = ""
+    aliases: list[str] = field(default_factory=list)  # container name, --network-alias
+    ports: list[PortMapping] = field(default_factory=list)
+    exposed: list[str] = field(default_factory=list)  # image ExposedPorts keys, for inspect
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    add_hosts: list[tuple[str, str]] = field(default_factory=list)
+    mtu: int = DEFAULT_MTU
+    ipv6: bool = True
+    host_loopback: bool = True  # may the container reach the host's 127.0.0.1 via the gateway address
+    run_dir: Path | None = None  # private directory for pid files, API sockets, logs
+    ready_timeout: float = DEFAULT_READY_TIMEOUT
+    host_resolv_conf: str = HOST_RESOLV_CONF
+    host_hosts: str = HOST_HOSTS
+    extra_args: list[str] = field(default_factory=list)  # passed to the helper verbatim (containers.conf)
+
+
+@dataclass
+class NetworkState:
+    """What setup did: for the container's files, `rl inspect`, `rl port`, and teardown."""
+
+    driver: str
+    interface: str = ""
+    ipv4: str = ""
+    prefixlen: int = 0
+    gateway: str = ""
+    ipv6: str = ""
+    ipv6_prefixlen: int = 0
+    gateway6: str = ""
+    mac: str = ""
+    mtu: int = 0
+    host_gateway: str = ""  # the address that reaches the host's 127.0.0.1 (host.containers.internal)
+    dns_servers: list[str] = field(default_factory=list)
+    ports: list[PortMapping] = field(default_factory=list)
+    exposed: list[str] = field(default_factory=list)
+    helper_pid: int = 0
+    helper_start_time: int = 0
+    api_socket: str = ""
+    resolv_conf: str = ""
+    hosts: str = ""
+    netns: NetNS | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k not in ("ports", "netns")}
+        data["ports"] = [p.to_json() for p in self.ports]
+        data["netns"] = self.netns.to_json() if self.netns else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NetworkState:
+        values = dict(data)
+        values["ports"] = [PortMapping.from_json(p) for p in data.get("ports", [])]
+        values["netns"] = NetNS.from_json(data["netns"]) if data.get("netns") else None
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def network_settings(self) -> dict[str, Any]:
+        """docker's NetworkSettings (the parts that apply)."""
+        return {
+            "Bridge": "",
+            "SandboxKey": self.netns.path if self.netns else "",
+            "Ports": docker_ports(self.ports, self.exposed),
+            "Gateway": self.gateway,
+            "IPAddress": self.ipv4,
+            "IPPrefixLen": self.prefixlen,
+            "GlobalIPv6Address": self.ipv6,
+            "GlobalIPv6PrefixLen": self.ipv6_prefixlen,
+            "IPv6Gateway": self.gateway6,
+            "MacAddress": self.mac,
+            "Networks": {},
+        }
+
+
+class NetworkDriver(abc.ABC):
+    """One way of giving a container's network namespace (or not) its network."""
+
+    name: str = ""
+    needs_netns: bool = True  # False for host: the container shares rl's network namespace
+
+    @abc.abstractmethod
+    def probe(self) -> ProbeResult:
+        """Features when this driver can work here, else a HostError (not raised) saying why."""
+
+    @abc.abstractmethod
+    def setup(self, netns: NetNS | None, options: NetworkOptions) -> NetworkState:
+        """Give ``netns`` its network. Raises RLError; on error nothing is left running."""
+
+    def teardown(self, state: NetworkState) -> None:
+        """Stop the helper of ``state`` (a no-op for drivers without one)."""
+        stop_helper(state.helper_pid, state.helper_start_time)
+        if state.api_socket:
+            with contextlib.suppress(OSError):
+                os.unlink(state.api_socket)
+
+    def check_ports(self, options: NetworkOptions) -> list[PortMapping]:
+        """Validate and assign host ports before any helper starts (shared by pasta and slirp4netns)."""
+        from rootless.network import ports
+
+        ports.check_unprivileged(options.ports)
+        assigned = ports.assign_host_ports(options.ports, dual_stack=self.dual_stack_ports(options))
+        ports.check_host_ports([m for m in assigned if m in options.ports], self.dual_stack_ports(options))
+        return assigned
+
+    def dual_stack_ports(self, options: NetworkOptions) -> bool:
+        return False
+
+
+# ---------------------------------------------------------------- helper processes
+
+
+def start_time(pid: int) -> int:
+    """Field 22 of /proc/PID/stat (0 when the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+        return int(text[text.rindex(")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def alive(pid: int, started: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+        rest = text[text.rindex(")") + 2 :].split()
+    except (OSError, ValueError):
+        return False
+    return rest[0] not in ("Z", "X", "x") and (not started or int(rest[19]) == started)
+
+
+def _wait_exit(pid: int, pidfd: int | None, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    if pidfd is not None:
+        readable, _, _ = select.select([pidfd], [], [], seconds)
+        if readable:
+            return True
+    while time.monotonic() < deadline:
+        if not alive(pid, 0):
+            return True
+        time.sleep(0.005)
+    return not alive(pid, 0)
+
+
+def stop_helper(pid: int, started: int, timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM the helper if it is still the process we started, wait, then SIGKILL."""
+    if not pid or not alive(pid, started):
+        return
+    try:
+        pidfd: int | None = os.pidfd_open(pid)
+    except OSError:
+        pidfd = None
+    try:
+        if pidfd is not None and not alive(pid, started):  # recycled between the check and the open
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        if not _wait_exit(pid, pidfd, timeout):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            _wait_exit(pid, pidfd, timeout)
+        _reap(pid)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    except OSError as e:  # pragma: no cover
+        if e.errno != errno.ECHILD:
+            raise
+
+
+def find_binary(name: str, explicit: str | None = None) -> str | None:
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    return shutil.which(name) or next(
+        (
+            p
+            for p in (f"/usr/bin/{name}", f"/usr/local/bin/{name}", f"/usr/libexec/podman/{name}")
+            if os.access(p, os.X_OK)
+        ),
+        None,
+    )
+
+
+def helper_error_text(stderr: str) -> str:
+    """The helper's own error line, without pasta's "Failed to send N bytes to syslog" noise."""
+    lines = [
+        line.strip()
+        for line in stderr.splitlines()
+        if line.strip() and not line.startswith("Failed to send") and not line.startswith("WARNING")
+    ]
+    return lines[-1].rstrip(".").lower() if lines else ""
+
+
+# ---------------------------------------------------------------- registry
+
+DRIVER_NAMES = ("pasta", "slirp4netns", "none", "host")
+
+
+def get_driver(name: str, **kwargs: Any) -> NetworkDriver:
+    """The driver for ``--network NAME`` (``private`` and ``""`` mean the default)."""
+    if name in ("", "private", "default"):
+        return default_driver(**kwargs)
+    if name == "pasta":
+        from rootless.network.pasta import PastaDriver
+
+        return PastaDriver(**kwargs)
+    if name == "slirp4netns":
+        from rootless.network.slirp import SlirpDriver
+
+        return SlirpDriver(**kwargs)
+    if name == "none":
+        from rootless.network.basic import NoneDriver
+
+        return NoneDriver()
+    if name == "host":
+        from rootless.network.basic import HostDriver
+
+        return HostDriver()
+    raise UsageError(f"unknown network mode {name!r}", "use --network pasta, slirp4netns, none, host or a network name")
+
+
+def default_driver(**kwargs: Any) -> NetworkDriver:
+    """pasta when it works here, else slirp4netns; HostError when neither does."""
+    problems: list[RLError] = []
+    for name in ("pasta", "slirp4netns"):
+        driver = get_driver(name, **kwargs)
+        result = driver.probe()
+        if isinstance(result, Features):
+            return driver
+        problems.append(result)
+    raise HostError(
+        "cannot set up rootless networking: neither pasta nor slirp4netns works here"
+        f" ({'; '.join(p.message for p in problems)})",
+        "install passt (pasta) or slirp4netns, or run with --network none or --network host",
+    )
