@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 from collections.abc import Callable
@@ -36,6 +37,8 @@ class Prepared:
     record: ContainerRecord
     spec: Any  # rootless.runtime.spec.ContainerSpec
     rootfs: Path
+    net_driver: Any = None  # rootless.network.driver.NetworkDriver
+    net_options: Any = None  # rootless.network.driver.NetworkOptions
 
 
 def container_dirs(store: ContainerStore, cid: str) -> tuple[Path, Path, Path]:
@@ -116,46 +119,74 @@ def _host_config(opts: RunOptions, network: str, driver: str) -> dict[str, Any]:
     }
 
 
-def _network_mode(env: EngineEnv, opts: RunOptions) -> str:
+def _network_driver(env: EngineEnv, opts: RunOptions) -> Any:
+    """The network driver for --network (or the configured default), probed before anything starts."""
+    from rootless.errors import HostError
+    from rootless.network.driver import Features, get_driver
+
     mode = opts.network or env.network_default
-    if mode in ("", "default", "bridge", "pasta", "slirp4netns", "private"):
-        # User-mode networking is a later piece of work; until then the default is the host's network.
-        if mode in ("pasta", "slirp4netns", "bridge", "private"):
-            raise UsageError(
-                f"--network {mode} is not available in this version of rl",
-                "use --network host or --network none",
-            )
-        return "host"
-    if mode in ("host", "none"):
-        return mode
-    raise UsageError(f"invalid --network {mode!r}", "use --network host or --network none")
-
-
-def _write_userdata(userdata: Path, hostname: str, opts: RunOptions, network: str) -> dict[str, str]:
-    from rootless.engine.specgen import hosts_file, resolv_conf
-    from rootless.state.atomic import atomic_write_bytes
-
-    userdata.mkdir(parents=True, exist_ok=True)
-    try:
-        host_resolv = Path("/etc/resolv.conf").read_text()
-    except OSError:
-        host_resolv = ""
-    if network == "host":
+    if mode.startswith("container:"):
+        raise UsageError(f"--network {mode} is not available in this version of rl",
+                         "use --network pasta, slirp4netns, none or host")
+    if mode in ("", "default", "private", "bridge"):
         try:
-            hosts = Path("/etc/hosts").read_text()
-        except OSError:
-            hosts = hosts_file(hostname, [])
-        hosts += "".join(f"{ip}\t{name}\n" for name, ip in opts.add_hosts)
-        resolv = host_resolv if not (opts.dns or opts.dns_search or opts.dns_option) else \
-            resolv_conf(host_resolv, opts.dns, opts.dns_search, opts.dns_option)
-    else:
-        hosts = hosts_file(hostname, opts.add_hosts)
-        resolv = resolv_conf(host_resolv, opts.dns, opts.dns_search, opts.dns_option)
-    files = {"/etc/hosts": hosts, "/etc/hostname": hostname + "\n", "/etc/resolv.conf": resolv}
+            return get_driver("")
+        except HostError as e:
+            if not env.fallback_to_host or opts.publish or opts.publish_all:
+                raise
+            _warn_once(env, "network-fallback",
+                       f"{e.message}: containers use the host's network instead "
+                       "(set network.fallback_to_host = false to make this an error)")
+            return get_driver("host")
+    driver = get_driver(mode)
+    probed = driver.probe()
+    if not isinstance(probed, Features):
+        raise probed
+    return driver
+
+
+def _warn_once(env: EngineEnv, key: str, message: str) -> None:
+    """A warning given once per user namespace (the marker lives in the runtime dir)."""
+    marker = env.runroot / f"warned-{key}"
+    if marker.exists():
+        return
+    log.warning(message)
+    with contextlib.suppress(OSError):
+        marker.touch()
+
+
+def _network_options(opts: RunOptions, hostname: str, name: str, exposed: tuple[str, ...], run_dir: Path) -> Any:
+    from rootless.network import ports
+    from rootless.network.driver import NetworkOptions
+
+    mappings = ports.parse_publish_list(opts.publish)
+    if opts.publish_all:
+        mappings += ports.publish_all(exposed, mappings)
+    return NetworkOptions(
+        hostname=hostname,
+        aliases=[name] if name else [],
+        ports=mappings,
+        exposed=list(exposed),
+        dns=opts.dns,
+        dns_search=opts.dns_search,
+        dns_options=opts.dns_option,
+        add_hosts=opts.add_hosts,
+        run_dir=run_dir,
+    )
+
+
+def _write_userdata(userdata: Path, hostname: str, files: dict[str, str]) -> dict[str, str]:
+    """The container's /etc/hosts, /etc/hostname and /etc/resolv.conf as files rl binds in.
+
+    Written in place (not renamed) so that a later rewrite, once the network is up, shows through
+    the bind mounts."""
+    userdata.mkdir(parents=True, exist_ok=True)
+    contents = {"/etc/hosts": "", "/etc/resolv.conf": "", **files, "/etc/hostname": hostname + "\n"}
     result = {}
-    for dest, text in files.items():
+    for dest, text in contents.items():
         path = userdata / dest.rsplit("/", 1)[1]
-        atomic_write_bytes(path, text.encode(), durable=False)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
         result[dest] = str(path)
     return result
 
@@ -198,7 +229,8 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
     from rootless.storage.driver import get_driver
 
     ns = pause.enter(env.runroot)
-    network = _network_mode(env, opts)
+    net_driver = _network_driver(env, opts)
+    network = net_driver.name
     image_record, config = images.ensure_image_config(env, opts.image, opts.pull, opts.platform,
                                                        tls_verify=opts.tls_verify, progress=progress)
     defaults = _image_defaults(config)
@@ -233,7 +265,12 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
         user_spec = opts.user or (f"{keep_id[0]}:{keep_id[1]}" if keep_id else defaults.user)
         user = resolve_user(user_spec, _read_in_root(mounted, "/etc/passwd"), _read_in_root(mounted, "/etc/group"))
         _prepare_binds(opts)
-        etc_files = _write_userdata(userdata, hostname, opts, network)
+        net_options = _network_options(opts, hostname, record.name, defaults.exposed_ports, net_run_dir(env, cid))
+        early: dict[str, str] = {}
+        if not net_driver.needs_netns:  # host: the files are known now
+            state = net_driver.setup(None, net_options)
+            early = {"/etc/hosts": state.hosts, "/etc/resolv.conf": state.resolv_conf}
+        etc_files = _write_userdata(userdata, hostname, early)
         spec = build(
             image=defaults,
             opts=opts,
@@ -243,6 +280,7 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
             etc_files=etc_files,
             volume_dirs=_volume_dirs(env, opts),
             pts_gid=None if ns.single_id else 5,
+            host_network=not net_driver.needs_netns,
         )
         if keep_id:
             spec.user_namespace = _keep_id_maps(keep_id, ns)
@@ -254,7 +292,7 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
         remove_container_storage(env, record)
         store.remove(cid)
         raise
-    return Prepared(record, spec, mounted)
+    return Prepared(record, spec, mounted, net_driver, net_options)
 
 
 def _keep_id(userns: str, ns: Any) -> tuple[int, int] | None:
@@ -312,6 +350,80 @@ def unmount_container(env: EngineEnv, record: ContainerRecord) -> None:
         log.debug(f"unmount of {record.id[:12]} failed: {e.line()}")
 
 
+def attach_network(env: EngineEnv, prepared: Prepared, ns_source: str) -> Any:
+    """Give the created container (PID 1 waiting to exec) its network; returns the saved state.
+
+    The namespace is bind-mounted to a file first: the helper, started as root in rl's user
+    namespace, may not open /proc/PID/ns/net of another root-owned process.
+    """
+    from rootless.network.netns import NetNS
+    from rootless.runtime.syscalls import MS_BIND, SYSCALLS
+    from rootless.state.atomic import atomic_write_json
+
+    record = prepared.record
+    store = ContainerStore(env.storage)
+    run_dir = net_run_dir(env, record.id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ns_file = run_dir / "netns"
+    ns_file.touch()
+    SYSCALLS.mount(ns_source, str(ns_file), None, MS_BIND)
+    try:
+        state = prepared.net_driver.setup(NetNS(path=str(ns_file)), prepared.net_options)
+    except BaseException:
+        _release_netns(ns_file)
+        raise
+    _, _, userdata = container_dirs(store, record.id)
+    for name, text in (("hosts", state.hosts), ("resolv.conf", state.resolv_conf)):
+        with open(userdata / name, "w", encoding="utf-8") as f:
+            f.write(text)
+    atomic_write_json(store.path(record.id) / "network.json", state.to_json(), durable=False)
+    return state
+
+
+def _release_netns(ns_file: Path) -> None:
+    from rootless.runtime.syscalls import MNT_DETACH, SYSCALLS
+
+    with contextlib.suppress(OSError):
+        SYSCALLS.umount(str(ns_file), MNT_DETACH)
+    with contextlib.suppress(OSError):
+        ns_file.unlink()
+
+
+def detach_network(env: EngineEnv, record: ContainerRecord) -> None:
+    """Stop the container's network helper and release its namespace file; safe to call twice."""
+    from rootless.network.driver import NetworkState, get_driver
+    from rootless.state.atomic import read_json
+
+    store = ContainerStore(env.storage)
+    saved = read_json(store.path(record.id) / "network.json", default=None, what="network state")
+    if saved:
+        state = NetworkState.from_json(saved)
+        try:
+            get_driver(state.driver).teardown(state)
+        except RLError as e:
+            log.warning(f"stopping the network of container {record.id[:12]}: {e.line()}")
+        with contextlib.suppress(OSError):
+            (store.path(record.id) / "network.json").unlink()
+    run_dir = net_run_dir(env, record.id)
+    _release_netns(run_dir / "netns")
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def net_run_dir(env: EngineEnv, cid: str) -> Path:
+    """Pid files, API sockets and the netns file of a container's network: a short path, because a
+    unix socket's path must stay under 108 bytes."""
+    path = env.runroot / "net" / cid[:16]
+    if len(str(path)) > 80:  # room for "/slirp4netns.sock" and the like
+        import tempfile
+
+        base = Path(tempfile.gettempdir()) / f"rl-net-{os.getuid()}"
+        base.mkdir(mode=0o700, exist_ok=True)
+        if base.stat().st_uid != os.getuid():
+            raise RLError(f"{base} belongs to another user", "set TMPDIR to a directory of your own")
+        path = base / cid[:16]
+    return path
+
+
 def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
     """Launch the prepared container attached to rl's terminal, wait, record the exit, clean up."""
     from rootless.errors import CannotInvokeError, CommandNotFoundError
@@ -337,8 +449,19 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
     forwarded = tuple(process.FORWARDED_SIGNALS)
     previous = {s: signal.signal(s, lambda signum, _f: pending.append(signum)) for s in forwarded}
     try:
+        needs_netns = prepared.net_driver is not None and prepared.net_driver.needs_netns
         try:
-            proc = process.launch(prepared.spec, stdin=stdin_fd, console_size=console)
+            proc = process.launch(prepared.spec, stdin=stdin_fd, console_size=console, hold=needs_netns)
+            if needs_netns:
+                try:
+                    source = f"/proc/self/fd/{proc.netns}" if proc.netns is not None else f"/proc/{proc.pid}/ns/net"
+                    attach_network(env, prepared, source)
+                except BaseException:
+                    proc.signal(signal.SIGKILL)
+                    proc.wait()
+                    proc.close()
+                    raise
+                proc.start()
         except (CommandNotFoundError, CannotInvokeError) as e:
             with store.update(record.id) as rec:
                 rec.state.update(Status="created", ExitCode=e.exit_code, Error=e.message)
@@ -367,6 +490,7 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        detach_network(env, record)
         if opts.rm:
             # unmounted now; the files go in a detached child so that rl returns at once
             remove_container_storage(env, record, delete=False)

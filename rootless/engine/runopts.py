@@ -56,6 +56,8 @@ class RunOptions:
     dns_search: list[str] = field(default_factory=list)
     dns_option: list[str] = field(default_factory=list)
     tls_verify: bool = True
+    publish: list[str] = field(default_factory=list)
+    publish_all: bool = False
 
 
 def parse_env_entry(entry: str, environ: dict[str, str] | None = None) -> str | None:

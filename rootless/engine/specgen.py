@@ -127,6 +127,7 @@ def build(
     etc_files: dict[str, str],
     volume_dirs: dict[str, str] | None = None,
     pts_gid: int | None = 5,
+    host_network: bool = False,
 ) -> ContainerSpec:
     env = merge_env(list(image.env), opts.env)
     names = {e.partition("=")[0] for e in env}
@@ -139,8 +140,7 @@ def build(
     if opts.tty and "TERM" not in names:
         env.append("TERM=xterm")
 
-    network = opts.network or "none"
-    namespaces = Namespaces(net=HOST if network == "host" else NEW)
+    namespaces = Namespaces(net=HOST if host_network else NEW)
 
     caps = capabilities.tweak(capabilities.DEFAULT_CAPABILITIES, opts.cap_add, opts.cap_drop)
     if opts.privileged:

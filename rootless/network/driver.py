@@ -238,16 +238,10 @@ def _reap(pid: int) -> None:
 
 
 def find_binary(name: str, explicit: str | None = None) -> str | None:
+    """The helper on $PATH (as `rl system check` looks for it), or the explicit path when executable."""
     if explicit:
         return explicit if os.access(explicit, os.X_OK) else None
-    return shutil.which(name) or next(
-        (
-            p
-            for p in (f"/usr/bin/{name}", f"/usr/local/bin/{name}", f"/usr/libexec/podman/{name}")
-            if os.access(p, os.X_OK)
-        ),
-        None,
-    )
+    return shutil.which(name)
 
 
 def helper_error_text(stderr: str) -> str:

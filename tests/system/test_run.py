@@ -246,3 +246,63 @@ def test_keep_id(rl: RunRl, fixture_images: dict[str, Any], tmp_path: Path) -> N
     assert (share / "made-inside").stat().st_uid == os.getuid()
     result = rl("run", "--rm", "-q", "--userns=frob", ref(fixture_images, "busybox"), "true", rc=125)
     assert "--userns" in result.err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("network", ["pasta", "slirp4netns"])
+def test_published_port_serves_http(rl: RunRl, rl_env: dict[str, str], fixture_images: dict[str, Any],
+                                    tmp_path: Path, network: str) -> None:
+    import urllib.request
+
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("hello over " + network + "\n")
+    port = _free_port()
+    image = ref(fixture_images, "busybox")
+    rl("pull", "-q", image)
+    proc = subprocess.Popen(
+        [*rl_command(), "run", "--rm", "--init", "--network", network, "-p", f"127.0.0.1:{port}:80",
+         "-v", f"{www}:/www:ro", image, "httpd", "-f", "-p", "80", "-h", "/www"],
+        env=rl_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+    try:
+        body = ""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not body:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2) as r:
+                    body = r.read().decode()
+            except OSError:
+                time.sleep(0.2)
+        assert body == f"hello over {network}\n"
+        taken = rl("run", "--rm", "-q", "--network", network, "-p", f"127.0.0.1:{port}:80", image, "true", rc=125)
+        assert "already in use" in taken.err
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    # the port is free again once the container is gone
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+
+
+def test_default_network_is_private_with_dns(rl: RunRl, fixture_images: dict[str, Any]) -> None:
+    out = rl("run", "--rm", "-q", ref(fixture_images, "busybox"), "sh", "-c",
+             "echo $(ls /sys/class/net); grep -c nameserver /etc/resolv.conf; "
+             "grep -c host.containers.internal /etc/hosts").lines
+    assert "lo" in out[0].split() and len(out[0].split()) == 2
+    assert out[1:] == ["1", "1"]
+
+
+def test_host_network_shares_interfaces(rl: RunRl, fixture_images: dict[str, Any]) -> None:
+    out = rl("run", "--rm", "-q", "--network", "host", ref(fixture_images, "busybox"), "ls", "/sys/class/net").out
+    assert sorted(out.split()) == sorted(os.listdir("/sys/class/net"))

@@ -35,7 +35,11 @@ def _run_flags(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-h", "--hostname", default="", help="Container host name."),
         click.option("--add-host", multiple=True, metavar="NAME:IP", help="Add a line to /etc/hosts."),
         click.option("--userns", default="", help="User namespace mode: keep-id keeps your UID inside."),
-        click.option("--network", "--net", "network", default="", help="Network: host or none."),
+        click.option("--network", "--net", "network", default="",
+                     help="pasta, slirp4netns, none or host (default: pasta, else slirp4netns)."),
+        click.option("-p", "--publish", multiple=True, metavar="[IP:]HOST:CONTAINER[/PROTO]",
+                     help="Publish a container's port on the host."),
+        click.option("-P", "--publish-all", is_flag=True, help="Publish the image's exposed ports on random ports."),
         click.option("--dns", multiple=True, help="Set a DNS server."),
         click.option("--dns-search", multiple=True, help="Set a DNS search domain."),
         click.option("--dns-option", multiple=True, help="Set a DNS option."),
@@ -112,6 +116,8 @@ def build_options(image: str, command: tuple[str, ...], kw: dict[str, Any], deta
         dns_search=list(kw["dns_search"]),
         dns_option=list(kw["dns_option"]),
         tls_verify=kw["tls_verify"],
+        publish=list(kw["publish"]),
+        publish_all=kw["publish_all"],
     )
 
 
