@@ -79,6 +79,7 @@ class ContainerProcess:
 
     pid: int
     pty: int | None = None  # master side of the container's terminal (spec.tty)
+    netns: int | None = None  # an fd of the container's new network namespace, for the network driver
     returncode: int | None = None
     _start_fd: int | None = field(default=None, repr=False)
     _channel: socket | None = field(default=None, repr=False)
@@ -119,6 +120,9 @@ class ContainerProcess:
         if self.pty is not None:
             os.close(self.pty)
             self.pty = None
+        if self.netns is not None:
+            os.close(self.netns)
+            self.netns = None
         if self._start_fd is not None:
             os.close(self._start_fd)
             self._start_fd = None
@@ -268,6 +272,8 @@ def _finish(proc: ContainerProcess, sock: socket, setup_pid: int | None) -> bool
         msg, fds = got
         if isinstance(msg, messages.Ready):
             proc.pid = msg.pid
+            if fds:
+                proc.netns, fds = fds[0], fds[1:]
             if setup_pid is not None:
                 os.waitpid(setup_pid, 0)  # after this PID 1 is our child (we are its subreaper)
                 setup_pid = None
@@ -447,10 +453,16 @@ def _setup_process(plan: _Plan, chan: socket, start_r: int) -> NoReturn:  # prag
         messages.send(chan, messages.SetupFailed("namespaces", f"create namespaces failed: {_why(e)}",
                                                  e.errno))
         os._exit(EXIT_SETUP_FAILED)
+    # The network driver needs the new network namespace; /proc/PID/ns/net of PID 1 may be closed to
+    # rl once PID 1 has switched to the container's user, so hand over a descriptor instead. Opened
+    # before the fork: PID 1's pivot_root also moves this process's root, and /proc with it.
+    fds = [os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)] if plan.unshare_flags & CLONE_NEWNET else []
     pid = os.fork()
     if pid == 0:
+        for fd in fds:
+            os.close(fd)
         _container_process(plan, chan, start_r)
-    messages.send(chan, messages.Ready(pid))
+    messages.send(chan, messages.Ready(pid), fds)
     os._exit(0)
 
 
