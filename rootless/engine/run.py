@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import socket
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rootless.engine import network as network_glue
 from rootless.engine.env import EngineEnv
 from rootless.engine.runopts import RunOptions
 from rootless.errors import RLError, UsageError
@@ -119,62 +119,6 @@ def _host_config(opts: RunOptions, network: str, driver: str) -> dict[str, Any]:
     }
 
 
-def _network_driver(env: EngineEnv, opts: RunOptions) -> Any:
-    """The network driver for --network (or the configured default), probed before anything starts."""
-    from rootless.errors import HostError
-    from rootless.network.driver import Features, get_driver
-
-    mode = opts.network or env.network_default
-    if mode.startswith("container:"):
-        raise UsageError(f"--network {mode} is not available in this version of rl",
-                         "use --network pasta, slirp4netns, none or host")
-    if mode in ("", "default", "private", "bridge"):
-        try:
-            return get_driver("")
-        except HostError as e:
-            if not env.fallback_to_host or opts.publish or opts.publish_all:
-                raise
-            _warn_once(env, "network-fallback",
-                       f"{e.message}: containers use the host's network instead "
-                       "(set network.fallback_to_host = false to make this an error)")
-            return get_driver("host")
-    driver = get_driver(mode)
-    probed = driver.probe()
-    if not isinstance(probed, Features):
-        raise probed
-    return driver
-
-
-def _warn_once(env: EngineEnv, key: str, message: str) -> None:
-    """A warning given once per user namespace (the marker lives in the runtime dir)."""
-    marker = env.runroot / f"warned-{key}"
-    if marker.exists():
-        return
-    log.warning(message)
-    with contextlib.suppress(OSError):
-        marker.touch()
-
-
-def _network_options(opts: RunOptions, hostname: str, name: str, exposed: tuple[str, ...], run_dir: Path) -> Any:
-    from rootless.network import ports
-    from rootless.network.driver import NetworkOptions
-
-    mappings = ports.parse_publish_list(opts.publish)
-    if opts.publish_all:
-        mappings += ports.publish_all(exposed, mappings)
-    return NetworkOptions(
-        hostname=hostname,
-        aliases=[name] if name else [],
-        ports=mappings,
-        exposed=list(exposed),
-        dns=opts.dns,
-        dns_search=opts.dns_search,
-        dns_options=opts.dns_option,
-        add_hosts=opts.add_hosts,
-        run_dir=run_dir,
-    )
-
-
 def _write_userdata(userdata: Path, hostname: str, files: dict[str, str]) -> dict[str, str]:
     """The container's /etc/hosts, /etc/hostname and /etc/resolv.conf as files rl binds in.
 
@@ -229,7 +173,7 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
     from rootless.storage.driver import get_driver
 
     ns = pause.enter(env.runroot)
-    net_driver = _network_driver(env, opts)
+    net_driver = network_glue.choose_driver(env, opts)
     network = net_driver.name
     image_record, config = images.ensure_image_config(env, opts.image, opts.pull, opts.platform,
                                                        tls_verify=opts.tls_verify, progress=progress)
@@ -265,7 +209,8 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
         user_spec = opts.user or (f"{keep_id[0]}:{keep_id[1]}" if keep_id else defaults.user)
         user = resolve_user(user_spec, _read_in_root(mounted, "/etc/passwd"), _read_in_root(mounted, "/etc/group"))
         _prepare_binds(opts)
-        net_options = _network_options(opts, hostname, record.name, defaults.exposed_ports, net_run_dir(env, cid))
+        net_options = network_glue.network_options(opts, hostname, record.name, defaults.exposed_ports,
+                                                   network_glue.net_run_dir(env, cid))
         early: dict[str, str] = {}
         if not net_driver.needs_netns:  # host: the files are known now
             state = net_driver.setup(None, net_options)
@@ -350,80 +295,6 @@ def unmount_container(env: EngineEnv, record: ContainerRecord) -> None:
         log.debug(f"unmount of {record.id[:12]} failed: {e.line()}")
 
 
-def attach_network(env: EngineEnv, prepared: Prepared, ns_source: str) -> Any:
-    """Give the created container (PID 1 waiting to exec) its network; returns the saved state.
-
-    The namespace is bind-mounted to a file first: the helper, started as root in rl's user
-    namespace, may not open /proc/PID/ns/net of another root-owned process.
-    """
-    from rootless.network.netns import NetNS
-    from rootless.runtime.syscalls import MS_BIND, SYSCALLS
-    from rootless.state.atomic import atomic_write_json
-
-    record = prepared.record
-    store = ContainerStore(env.storage)
-    run_dir = net_run_dir(env, record.id)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ns_file = run_dir / "netns"
-    ns_file.touch()
-    SYSCALLS.mount(ns_source, str(ns_file), None, MS_BIND)
-    try:
-        state = prepared.net_driver.setup(NetNS(path=str(ns_file)), prepared.net_options)
-    except BaseException:
-        _release_netns(ns_file)
-        raise
-    _, _, userdata = container_dirs(store, record.id)
-    for name, text in (("hosts", state.hosts), ("resolv.conf", state.resolv_conf)):
-        with open(userdata / name, "w", encoding="utf-8") as f:
-            f.write(text)
-    atomic_write_json(store.path(record.id) / "network.json", state.to_json(), durable=False)
-    return state
-
-
-def _release_netns(ns_file: Path) -> None:
-    from rootless.runtime.syscalls import MNT_DETACH, SYSCALLS
-
-    with contextlib.suppress(OSError):
-        SYSCALLS.umount(str(ns_file), MNT_DETACH)
-    with contextlib.suppress(OSError):
-        ns_file.unlink()
-
-
-def detach_network(env: EngineEnv, record: ContainerRecord) -> None:
-    """Stop the container's network helper and release its namespace file; safe to call twice."""
-    from rootless.network.driver import NetworkState, get_driver
-    from rootless.state.atomic import read_json
-
-    store = ContainerStore(env.storage)
-    saved = read_json(store.path(record.id) / "network.json", default=None, what="network state")
-    if saved:
-        state = NetworkState.from_json(saved)
-        try:
-            get_driver(state.driver).teardown(state)
-        except RLError as e:
-            log.warning(f"stopping the network of container {record.id[:12]}: {e.line()}")
-        with contextlib.suppress(OSError):
-            (store.path(record.id) / "network.json").unlink()
-    run_dir = net_run_dir(env, record.id)
-    _release_netns(run_dir / "netns")
-    shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def net_run_dir(env: EngineEnv, cid: str) -> Path:
-    """Pid files, API sockets and the netns file of a container's network: a short path, because a
-    unix socket's path must stay under 108 bytes."""
-    path = env.runroot / "net" / cid[:16]
-    if len(str(path)) > 80:  # room for "/slirp4netns.sock" and the like
-        import tempfile
-
-        base = Path(tempfile.gettempdir()) / f"rl-net-{os.getuid()}"
-        base.mkdir(mode=0o700, exist_ok=True)
-        if base.stat().st_uid != os.getuid():
-            raise RLError(f"{base} belongs to another user", "set TMPDIR to a directory of your own")
-        path = base / cid[:16]
-    return path
-
-
 def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
     """Launch the prepared container attached to rl's terminal, wait, record the exit, clean up."""
     from rootless.errors import CannotInvokeError, CommandNotFoundError
@@ -455,7 +326,7 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
             if needs_netns:
                 try:
                     source = f"/proc/self/fd/{proc.netns}" if proc.netns is not None else f"/proc/{proc.pid}/ns/net"
-                    attach_network(env, prepared, source)
+                    network_glue.attach_network(env, prepared, source)
                 except BaseException:
                     proc.signal(signal.SIGKILL)
                     proc.wait()
@@ -490,7 +361,7 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-        detach_network(env, record)
+        network_glue.detach_network(env, record)
         if opts.rm:
             # unmounted now; the files go in a detached child so that rl returns at once
             remove_container_storage(env, record, delete=False)

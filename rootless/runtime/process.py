@@ -146,6 +146,7 @@ class _Plan:
     pass_fds: tuple[int, ...]
     hold: bool
     sys: Syscalls
+    cgroup_procs: int | None = None
 
 
 def seccomp_program(spec: ContainerSpec) -> seccomp.Program | None:
@@ -203,11 +204,14 @@ def launch(
     hold: bool = False,
     console_size: tuple[int, int] | None = None,
     pass_fds: Sequence[int] = (),
+    cgroup_procs: int | None = None,
     sys: Syscalls = SYSCALLS,
 ) -> ContainerProcess:
     """Start ``spec``'s process; returns once it has exec'd its command (or, with ``hold``, is waiting
     for ``start()``). stdin/stdout/stderr are file descriptors for the container (default: rl's own);
-    ``console_size`` is (rows, columns) for a tty.
+    ``console_size`` is (rows, columns) for a tty. ``cgroup_procs`` is an open ``cgroup.procs`` of the
+    container's cgroup: the setup process joins it before it creates the namespaces, so everything
+    the container runs is counted there and its cgroup namespace is rooted at it.
 
     Example::
 
@@ -219,7 +223,7 @@ def launch(
         raise UsageError("no command specified")
     flags, joins = _namespaces(spec)
     plan = _Plan(spec, rootfs.plan(spec), seccomp_program(spec), flags, joins, _env(spec),
-                 (stdin, stdout, stderr), console_size, tuple(pass_fds), hold, sys)
+                 (stdin, stdout, stderr), console_size, tuple(pass_fds), hold, sys, cgroup_procs)
     parent_end, child_end = messages.channel()
     start_r, start_w = os.pipe() if hold else (-1, -1)
     _become_subreaper(sys)
@@ -439,6 +443,14 @@ def _enter_nested_userns(plan: _Plan) -> None:  # pragma: no cover - child
 
 def _setup_process(plan: _Plan, chan: socket, start_r: int) -> NoReturn:  # pragma: no cover - child
     """Between rl and PID 1: enter/create the namespaces, fork PID 1, report its pid, exit."""
+    if plan.cgroup_procs is not None:
+        try:
+            os.write(plan.cgroup_procs, b"0")  # join the container's cgroup before anything else
+            os.close(plan.cgroup_procs)
+        except OSError as e:
+            messages.send(chan, messages.SetupFailed("cgroup", f"join the container's cgroup failed: {_why(e)}",
+                                                     e.errno))
+            os._exit(EXIT_SETUP_FAILED)
     try:
         if plan.spec.user_namespace:
             _enter_nested_userns(plan)
