@@ -71,12 +71,13 @@ printf '\n==== rl as %s (registry: %s)\n' "$user" "$registry"
 # Add lines here as rl grows. The registry holds (see tests/fixtures/images.py):
 #   $registry/rltest/busybox:latest   $registry/rltest/multilayer:latest
 #   $registry/rltest/multiarch:latest $registry/rltest/busybox:zstd
-# e.g.
-#   try_rl pull "$registry/rltest/busybox:latest"
-#   try_rl run --rm "$registry/rltest/busybox:latest" echo hello from a container
 try_rl version
-try_rl info
-try_rl config show
+try_rl system check
+try_rl pull "$registry/rltest/busybox:latest"
+try_rl images
+try_rl run --rm "$registry/rltest/busybox:latest" sh -c 'echo "hello from a container: $(id)"; cat /proc/self/uid_map'
+try_rl run --rm --userns=keep-id "$registry/rltest/busybox:latest" id
+try_rl run --rm "$registry/rltest/multilayer:latest" 'ls -ln /data'
 # ---------------------------------------------------------------- end
 
 if ((want_shell)); then
