@@ -145,9 +145,12 @@ def net_run_dir(env: EngineEnv, cid: str) -> Path:
     unix socket's path must stay under 108 bytes."""
     path = env.runroot / "net" / cid[:16]
     if len(str(path)) > 80:  # room for "/slirp4netns.sock" and the like
+        import hashlib
         import tempfile
 
-        base = Path(tempfile.gettempdir()) / f"rl-net-{os.getuid()}"
+        # Named after the runtime dir, not the uid: inside rl's user namespace every user is uid 0.
+        tag = hashlib.sha256(str(env.runroot).encode()).hexdigest()[:12]
+        base = Path(tempfile.gettempdir()) / f"rl-net-{tag}"
         base.mkdir(mode=0o700, exist_ok=True)
         if base.stat().st_uid != os.getuid():
             raise RLError(f"{base} belongs to another user", "set TMPDIR to a directory of your own")

@@ -276,6 +276,9 @@ def test_published_port_serves_http(rl: RunRl, rl_env: dict[str, str], fixture_i
         body = ""
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not body:
+            if proc.poll() is not None:
+                _, err = proc.communicate()
+                pytest.fail(f"rl run exited with {proc.returncode} before serving: {err}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2) as r:
                     body = r.read().decode()
