@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from rootless.errors import UsageError
 
+MAX_ID = 4294967294  # (uid_t)-1 means "no change" to the kernel
+
 
 @dataclass(frozen=True)
 class User:
@@ -64,6 +66,10 @@ def resolve_user(spec: str, passwd: str, group: str) -> User:
             gid = int(grow[2])
     if gid is None:
         gid = 0  # docker: a uid without a passwd entry runs with gid 0
+    for what, value in (("uid", uid), ("gid", gid)):
+        if value > MAX_ID:
+            raise UsageError(f"invalid --user {spec!r}: {what} {value} is out of range",
+                             f"{what}s go from 0 to {MAX_ID}")
     extra: list[int] = []
     if name and not group_part:
         for g in groups:

@@ -30,3 +30,8 @@ def test_unknown_names() -> None:
         resolve_user("carol", PASSWD, GROUP)
     with pytest.raises(UsageError, match="unable to find group nogroup"):
         resolve_user("alice:nogroup", PASSWD, GROUP)
+
+
+def test_ids_out_of_range() -> None:
+    with pytest.raises(UsageError, match="out of range"):
+        resolve_user("99999999999", PASSWD, GROUP)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from rootless.cli.commands.limits import limit_options, limit_values
 from rootless.cli.context import AppContext, pass_app
 
 NO_RESTART = (
@@ -57,6 +58,7 @@ def _run_flags(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--stop-signal", default="", help="Signal to stop the container."),
         click.option("--restart", default="no", hidden=False, help=NO_RESTART),
         click.option("-q", "--quiet", is_flag=True, help="Don't print the pull's progress."),
+        *limit_options(),
     ]
     for option in reversed(options):
         f = option(f)
@@ -70,6 +72,9 @@ def build_options(image: str, command: tuple[str, ...], kw: dict[str, Any], deta
     if kw["restart"] not in ("no", ""):
         raise UsageError(f"--restart {kw['restart']} is not supported: rl has no daemon to restart containers",
                          "use a systemd user unit with Restart=on-failure, or your batch system")
+    if kw["workdir"] and not kw["workdir"].startswith("/"):
+        raise UsageError(f"the working directory {kw['workdir']!r} is invalid: it needs to be an absolute path",
+                         "use -w /path/in/the/container")
     env: list[str] = []
     for path in kw["env_file"]:
         env.extend(runopts.read_env_file(path))
@@ -118,6 +123,7 @@ def build_options(image: str, command: tuple[str, ...], kw: dict[str, Any], deta
         tls_verify=kw["tls_verify"],
         publish=list(kw["publish"]),
         publish_all=kw["publish_all"],
+        **limit_values(kw),
     )
 
 
