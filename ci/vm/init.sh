@@ -73,5 +73,13 @@ for dir in /var/tmp "$(awk -F: -v u="$user" '$1 == u { print $6 }' /newroot/etc/
     mount -t tmpfs -o mode=1777 tmpfs "/newroot$dir"
 done
 
-chroot /newroot /bin/bash "$src/ci/vm/guest.sh" "$src" "$venv" "$user"
+# Put the host's root over / (as switch_root does) rather than only chrooting into /newroot: the kernel
+# refuses unshare(CLONE_NEWUSER) to a chrooted process (EPERM), and rl's tests make user namespaces.
+# This shell keeps the initramfs as its own root, so finish() still finds busybox.
+cd /newroot || finish 3
+if ! mount --move /newroot /; then
+    echo "RL-VM: cannot move the host's root over /"
+    finish 3
+fi
+chroot . /bin/bash "$src/ci/vm/guest.sh" "$src" "$venv" "$user"
 finish $?

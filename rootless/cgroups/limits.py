@@ -76,17 +76,19 @@ class Limits:
         cpuset_mems: str | None = None,
         pids_limit: int | None = None,
         blkio_weight: int | None = None,
+        update: bool = False,
     ) -> Limits:
-        """From docker's flag values (strings as typed, or numbers); raises UsageError like docker does."""
+        """From docker's flag values (strings as typed, or numbers); raises UsageError like docker does.
+        ``update``: for docker update, where --memory-swap alone combines with the --memory already set."""
         mem = parse_size(memory, "--memory") if memory not in (None, "") else None
         if mem is not None and mem < MIN_MEMORY:
             raise UsageError(f"invalid --memory {memory!r}", "the minimum memory limit is 6m")
         swap: int | None = None
         if memory_swap not in (None, ""):
             swap = -1 if str(memory_swap).strip() == "-1" else parse_size(memory_swap, "--memory-swap")
-            if mem is None:
+            if mem is None and not update:
                 raise UsageError("invalid --memory-swap without --memory", "set --memory too (docker's rule)")
-            if swap != -1 and swap < mem:
+            if swap != -1 and mem is not None and swap < mem:
                 raise UsageError(
                     f"invalid --memory-swap {memory_swap!r}", "it counts memory plus swap: it must be at least --memory"
                 )

@@ -344,7 +344,8 @@ def no_cgroup(info: CgroupInfo, limits: Limits, mode: str = "error") -> None:
     if error is None:
         return
     if mode == "warn":
-        log.warning("%s; running the container without limits", error.line())
+        hint = (error.hint or "").split("; or set limits.without_cgroup")[0]
+        log.warning("%s; running the container without limits (%s)", error.message, hint)
         return
     raise error
 

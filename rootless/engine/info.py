@@ -72,9 +72,20 @@ def gather(dirs: Dirs, configured_driver: str) -> dict[str, Any]:
             "driverConfigured": configured_driver or "auto",
             "drivers": {d: (p or "ok") for d, p in candidates},
         },
+        "cgroups": cgroups_facts(),
         "helpers": helpers,
         "userNamespace": namespace,
     }
+
+
+def cgroups_facts() -> dict[str, Any]:
+    """The cgroup layout, the subtree delegated to the user and its controllers (rootless.cgroups.describe)."""
+    from rootless.cgroups import describe
+
+    try:
+        return describe()
+    except OSError as e:  # detection only reads; a failure here must not break rl info
+        return {"version": host_cgroup_version(), "delegated": None, "controllers": [], "problem": str(e)}
 
 
 def exists(path: str) -> bool:

@@ -17,7 +17,7 @@ def info(app: AppContext, fmt: str) -> None:
 
         print_json(data)
         return
-    host, store = data["host"], data["store"]
+    host, store, cg = data["host"], data["store"], data["cgroups"]
 
     def ranges(rs: list[list[int]]) -> str:
         return ", ".join(f"{s}-{s + c - 1} ({c})" for s, c in rs) or "none (single-ID mapping)"
@@ -26,6 +26,8 @@ def info(app: AppContext, fmt: str) -> None:
         ("rl version", data["rl"]["version"]),
         ("kernel", f"{host['kernel']} ({host['arch']})"),
         ("cgroup version", host["cgroupVersion"]),
+        ("cgroup subtree", cg["delegated"] or f"none: {cg.get('problem') or 'not delegated'}"),
+        ("cgroup controllers", " ".join(cg["controllers"]) or "none"),
         ("user", f"{host['user']['name']} (uid {host['user']['uid']}, gid {host['user']['gid']})"),
         ("subuid ranges", ranges(host["subuid"])),
         ("subgid ranges", ranges(host["subgid"])),
