@@ -162,6 +162,8 @@ class MonitorConfig:
     hold          set up, then wait for MonitorResult.start() before exec (rl create/start -a)
     on_exit       "module:function" called in the monitor after the exit file is written, as
                   function(container_id, exit_status_dict); imported only then
+    on_exit_arg   a string passed to on_exit as a third argument when not empty
+    cgroup        a cgroup directory the container joins before its namespaces exist ("" : none)
     cleanup_argv  a command the monitor execs at the very end (after on_exit)
     sys_path      the import path on_exit is imported with (default: the caller's sys.path)
     """
@@ -184,6 +186,8 @@ class MonitorConfig:
         on_exit: str = "",
         cleanup_argv: list[str] | None = None,
         sys_path: list[str] | None = None,
+        on_exit_arg: str = "",
+        cgroup: str = "",
     ) -> None:
         if log_driver not in logs.DRIVERS:
             raise ValueError(f"unknown log driver {log_driver!r}: use one of {', '.join(logs.DRIVERS)}")
@@ -204,6 +208,8 @@ class MonitorConfig:
         self.on_exit = on_exit
         self.cleanup_argv = list(cleanup_argv or [])
         self.sys_path = list(sys.path if sys_path is None else sys_path)
+        self.on_exit_arg = str(on_exit_arg)
+        self.cgroup = str(cgroup)
 
     @property
     def paths(self) -> Paths:
@@ -235,6 +241,8 @@ class MonitorConfig:
             "on_exit": self.on_exit,
             "cleanup_argv": self.cleanup_argv,
             "sys_path": self.sys_path,
+            "on_exit_arg": self.on_exit_arg,
+            "cgroup": self.cgroup,
         }
 
     @classmethod
@@ -391,7 +399,10 @@ class MonitorResult:
     ``monitor_pid``. Call ``release()`` once rl recorded the start (the monitor waits for it before
     it records the exit and runs on_exit); with ``hold``, ``start()`` lets the command exec."""
 
-    def __init__(self, data: dict[str, Any], chan: socket.socket, paths: Paths) -> None:
+    def __init__(self, data: dict[str, Any], chan: socket.socket, paths: Paths, fds: list[int] | None = None) -> None:
+        self.netns_fd: int | None = fds[0] if fds else None  # held with a new network namespace: its fd
+        for extra in (fds or [])[1:]:
+            os.close(extra)
         self.pid = int(data["pid"])
         self.pid_start_time = int(data["pid_start_time"])
         self.started_at = str(data["started_at"])
@@ -416,9 +427,16 @@ class MonitorResult:
         self.started_at = str(reply.get("started_at", self.started_at))
 
     def release(self) -> None:
+        self.close_netns()
         if self._chan is not None:
             self._chan.close()
             self._chan = None
+
+    def close_netns(self) -> None:
+        if self.netns_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.netns_fd)
+            self.netns_fd = None
 
     def __enter__(self) -> MonitorResult:
         return self
@@ -430,10 +448,15 @@ class MonitorResult:
         self.release()
 
 
-def _recv_json(chan: socket.socket, timeout: float) -> dict[str, Any] | None:
+def _recv_json(chan: socket.socket, timeout: float, fds: list[int] | None = None) -> dict[str, Any] | None:
     chan.settimeout(timeout)
     try:
-        data = chan.recv(MAX_PACKET)
+        data, received, _, _ = socket.recv_fds(chan, MAX_PACKET, 4)
+        if fds is not None:
+            fds.extend(received)
+        else:
+            for fd in received:
+                os.close(fd)
     except TimeoutError:
         from rootless.errors import RuntimeSetupError
 
@@ -487,15 +510,18 @@ def start_monitor(config: MonitorConfig) -> MonitorResult:
             os._exit(0)
     theirs.close()
     os.waitpid(middle, 0)
+    fds: list[int] = []
     try:
-        reply = _recv_json(ours, READY_TIMEOUT)
+        reply = _recv_json(ours, READY_TIMEOUT, fds)
     except BaseException:
         ours.close()
         raise
     if reply is None or not reply.get("ok"):
         ours.close()
+        for fd in fds:
+            os.close(fd)
         _raise_failure(reply)
-    return MonitorResult(reply, ours, paths)
+    return MonitorResult(reply, ours, paths, fds)
 
 
 # ---------------------------------------------------------------- the monitor, first stage (forked from rl)
@@ -568,10 +594,19 @@ def _first_stage(config: MonitorConfig, spec: ContainerSpec, chan: socket.socket
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         listener = _bind_attach(paths.run_dir)
-        proc = process.launch(
-            spec, stdin=stdin_r, stdout=out_w, stderr=err_w, hold=config.hold,
-            console_size=tuple(config.console_size) if config.console_size else None,  # type: ignore[arg-type]
-        )
+        procs_fd = None
+        if config.cgroup:
+            procs_fd = os.open(os.path.join(config.cgroup, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            proc = process.launch(
+                spec, stdin=stdin_r, stdout=out_w, stderr=err_w, hold=config.hold,
+                console_size=tuple(config.console_size) if config.console_size else None,  # type: ignore[arg-type]
+                cgroup_procs=procs_fd,
+            )
+        finally:
+            if procs_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(procs_fd)
         for fd in (stdin_r, out_w, err_w):
             os.close(fd)
         if proc.pty is not None:  # tty: the pipes are unused, the terminal carries everything
@@ -594,7 +629,12 @@ def _first_stage(config: MonitorConfig, spec: ContainerSpec, chan: socket.socket
             "container_id": config.container_id, "tty": proc.pty is not None, "held": config.hold,
         }
         _write_json_atomic(paths.state_file, state)
-        _send(chan, {"ok": True, **state})
+        netns = getattr(proc, "netns", None)
+        if config.hold and netns is not None:
+            with contextlib.suppress(OSError):
+                socket.send_fds(chan, [json.dumps({"ok": True, **state}).encode()], [netns])
+        else:
+            _send(chan, {"ok": True, **state})
         if config.hold:
             if chan.recv(16) != b"start":
                 _kill_and_exit(proc)
@@ -603,6 +643,10 @@ def _first_stage(config: MonitorConfig, spec: ContainerSpec, chan: socket.socket
             except BaseException as e:
                 _send(chan, _failure_message(e))
                 _kill_and_exit(proc)
+            if proc.netns is not None:  # the network is attached: the namespace lives with the container
+                with contextlib.suppress(OSError):
+                    os.close(proc.netns)
+                proc.netns = None
             started_at = now_rfc3339()
             _write_json_atomic(paths.state_file, {**state, "started_at": started_at, "held": False})
             _send(chan, {"ok": True, "started_at": started_at})
@@ -642,7 +686,7 @@ def _exec_lean(config: MonitorConfig, proc: ContainerProcess, fds: dict[str, int
         "log_path": config.log_path if config.log_driver != logs.NONE else "", "log_driver": config.log_driver,
         "log_max_size": config.log_max_size, "log_max_files": config.log_max_files,
         "stdin_once": config.stdin_once, "on_exit": config.on_exit, "cleanup_argv": config.cleanup_argv,
-        "sys_path": config.sys_path,
+        "sys_path": config.sys_path, "on_exit_arg": config.on_exit_arg,
     }
     if os.environ.get(NO_REEXEC_ENV) == "1":  # bench/monitor_memory.py: what the re-exec saves
         _lean_main(json.dumps(args))
@@ -1007,7 +1051,10 @@ def _run_on_exit(args: dict[str, Any], result: dict[str, Any], log_file: str) ->
         import importlib
 
         module = importlib.import_module(module_name)
-        getattr(module, function)(str(args["id"]), result)
+        if args.get("on_exit_arg"):
+            getattr(module, function)(str(args["id"]), result, str(args["on_exit_arg"]))
+        else:
+            getattr(module, function)(str(args["id"]), result)
     except BaseException as e:
         _log_error(log_file, f"on_exit {target} failed: {type(e).__name__}: {e}")
 

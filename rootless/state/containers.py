@@ -11,12 +11,14 @@ was recorded: after a crash of the monitor or of the whole machine, ``refresh`` 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import random
 import re
 import secrets
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -101,6 +103,14 @@ class ContainerRecord:
         return bool(self.state.get("Running"))
 
 
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def process_start_time(pid: int, proc: Path = Path("/proc")) -> int | None:
     """Field 22 of /proc/PID/stat (clock ticks since boot), or None when there is no such process."""
     try:
@@ -108,7 +118,10 @@ def process_start_time(pid: int, proc: Path = Path("/proc")) -> int | None:
     except OSError:
         return None
     try:
-        return int(text[text.rindex(")") + 2 :].split()[19])
+        fields = text[text.rindex(")") + 2 :].split()
+        if fields[0] in ("Z", "X", "x"):  # a zombie has ended
+            return None
+        return int(fields[19])
     except (ValueError, IndexError):
         return None
 
@@ -187,20 +200,70 @@ class ContainerStore:
 
     # the truth about "running"
     def refresh(self, record: ContainerRecord) -> ContainerRecord:
+        """The record as things are now. A record that says "running" is believed only while its
+        process exists with the recorded start time (same boot) and, for a detached container, while
+        its monitor lives: a container whose monitor died is stopped here (nothing would read its
+        output or record its end). The end comes from the monitor's exit file when there is one."""
         if not record.state.get("Running"):
             return record
         pid = int(record.state.get("Pid") or 0)
         started = record.extra.get("pid_start_time")
-        if pid > 0 and process_start_time(pid, self.proc) == started:
+        same_boot = record.extra.get("boot_id") in (None, "", _boot_id())
+        alive = same_boot and pid > 0 and process_start_time(pid, self.proc) == started
+        monitor_pid = int(record.extra.get("monitor_pid") or 0)
+        monitor_alive = same_boot and monitor_pid > 0 and \
+            process_start_time(monitor_pid, self.proc) == record.extra.get("monitor_start_time")
+        if monitor_alive and (alive or self._exit_file(record.id) is None):
+            return record  # running, or ended a moment ago: the monitor writes the exit file next
+        if alive and monitor_pid:
+            if self._exit_file(record.id) is None:
+                # the monitor died (SIGKILL, OOM): stop the orphaned container so that "exited" is true
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                alive = False
+        elif alive:
             return record
-        # The process is gone and nobody recorded how it ended (the monitor or the machine died).
         state = dict(record.state)
-        state.update(Status="exited", Running=False, Paused=False, Pid=0, FinishedAt=now_rfc3339())
-        if state.get("ExitCode", 0) == 0:
-            state["ExitCode"] = 255
-        state["Error"] = state.get("Error") or "container process vanished without a recorded exit"
+        exit_status = self._exit_file(record.id) if same_boot else None
+        if exit_status is not None and not alive:
+            state.update(Status="exited", Running=False, Paused=False, Pid=0,
+                         ExitCode=int(exit_status.get("exit_code", 0)),
+                         FinishedAt=str(exit_status.get("finished_at") or now_rfc3339()))
+        elif not alive:
+            state.update(Status="exited", Running=False, Paused=False, Pid=0, FinishedAt=now_rfc3339())
+            if state.get("ExitCode", 0) == 0:
+                state["ExitCode"] = 255
+            state["Error"] = state.get("Error") or "container process vanished without a recorded exit"
+        else:  # pragma: no cover - alive and no monitor: unreachable
+            return record
         record.state = state
+        self._persist_state(record, pid)
         return record
+
+    def _exit_file(self, cid: str) -> dict[str, Any] | None:
+        try:
+            data = atomic.read_json(self.path(cid) / "exit.json", default=None, what="exit file")
+        except StorageError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _persist_state(self, record: ContainerRecord, old_pid: int) -> None:
+        """Best effort: save the corrected state unless someone holds the record's lock right now."""
+        try:
+            lock = locks.FileLock(self.path(record.id) / "lock", timeout=0, create=True)
+            if not lock.try_acquire():
+                return
+        except (StorageError, OSError):
+            return
+        try:
+            current = self._load(record.id)
+            if current is not None and current.state.get("Running") and int(current.state.get("Pid") or 0) == old_pid:
+                current.state = record.state
+                self.save(current)
+        except (StorageError, OSError):
+            pass
+        finally:
+            lock.release()
 
     # writing
     def create(self, record: ContainerRecord) -> ContainerRecord:

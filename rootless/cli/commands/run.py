@@ -152,9 +152,9 @@ def run(app: AppContext, image: str, command: tuple[str, ...], detach: bool, **k
 
     opts = build_options(image, command, kw, detach)
     if detach:
-        from rootless.errors import UsageError
+        from rootless.cli.commands.containers import run_detached
 
-        raise UsageError("-d/--detach is not available in this version of rl", "run in the foreground")
+        return run_detached(app, opts, quiet=kw["quiet"])
     env = engine_env(app)
     import os
 

@@ -13,8 +13,11 @@ def system() -> None:
 @system.command(help="Restart the user namespace so that changed /etc/subuid and /etc/subgid ranges take effect.")
 @pass_app
 def migrate(app: AppContext) -> None:
+    from rootless.cli.commands.run import engine_env
+    from rootless.engine.network import stop_rootless_netns
     from rootless.runtime import pause
 
+    stop_rootless_netns(engine_env(app))  # its helper would keep the old user namespace alive
     pid = pause.migrate(app.dirs.runroot)
     if pid is None:
         click.echo("no user namespace was running; the next command maps the current ranges")
