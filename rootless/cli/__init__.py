@@ -20,20 +20,42 @@ from rootless.errors import EXIT_RL, RLError
 # name -> (module:attribute, one-line help). The help text lives here so that listing the
 # commands imports none of them.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "attach": ("rootless.cli.commands.containers:attach", "Attach to a running container"),
     "config": ("rootless.cli.commands.config:config", "Show or change rl's settings"),
+    "container": ("rootless.cli.commands.containers:container", "Manage containers"),
+    "create": ("rootless.cli.commands.containers:create", "Create a container without starting it"),
+    "exec": ("rootless.cli.commands.containers:exec_", "Run a command in a running container"),
+    "inspect": ("rootless.cli.commands.containers:inspect", "Show details of containers, images or volumes"),
+    "kill": ("rootless.cli.commands.containers:kill", "Send a signal to running containers"),
+    "logs": ("rootless.cli.commands.containers:logs", "Show the output of a container"),
+    "ps": ("rootless.cli.commands.containers:ps", "List containers"),
+    "rename": ("rootless.cli.commands.containers:rename", "Rename a container"),
+    "restart": ("rootless.cli.commands.containers:restart", "Restart containers"),
+    "rm": ("rootless.cli.commands.containers:rm", "Remove containers"),
+    "start": ("rootless.cli.commands.containers:start", "Start stopped containers"),
+    "stop": ("rootless.cli.commands.containers:stop", "Stop running containers"),
+    "top": ("rootless.cli.commands.containers:top", "Show the processes of a container"),
+    "volume": ("rootless.cli.commands.volumes:volume", "Manage named volumes"),
+    "wait": ("rootless.cli.commands.containers:wait", "Wait for containers to stop; print exit codes"),
     "image": ("rootless.cli.commands.images:image", "Manage images"),
     "images": ("rootless.cli.commands.images:images", "List images"),
     "import": ("rootless.cli.commands.images:import_", "Create an image from a rootfs tarball"),
     "load": ("rootless.cli.commands.images:load", "Load images from a tar archive"),
     "login": ("rootless.cli.commands.images:login", "Log in to a registry"),
+    "network": ("rootless.cli.commands.network:network", "Manage user-defined networks"),
     "logout": ("rootless.cli.commands.images:logout", "Log out from a registry"),
+    "port": ("rootless.cli.commands.network:port", "List a container's published ports"),
     "pull": ("rootless.cli.commands.images:pull", "Download an image from a registry"),
     "push": ("rootless.cli.commands.images:push", "Upload an image to a registry"),
     "rmi": ("rootless.cli.commands.images:rmi", "Remove images"),
     "save": ("rootless.cli.commands.images:save", "Write images to a tar archive"),
     "tag": ("rootless.cli.commands.images:tag", "Give an image another name"),
+    "unpause": ("rootless.cli.commands.limits:unpause", "Resume the processes of paused containers"),
+    "update": ("rootless.cli.commands.limits:update", "Change the resource limits of containers"),
     "info": ("rootless.cli.commands.info:info", "Show the host, storage and helper facts rl works with"),
+    "pause": ("rootless.cli.commands.limits:pause", "Pause all processes in containers"),
     "run": ("rootless.cli.commands.run:run", "Run a command in a new container"),
+    "stats": ("rootless.cli.commands.limits:stats", "Show containers' CPU, memory, block IO and PIDs"),
     "system": ("rootless.cli.commands.system:system", "Manage the user namespace, disk use and host checks"),
     "version": ("rootless.cli.commands.version:version", "Show the rl version"),
 }
@@ -41,6 +63,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # Docker's and podman's other names for the same commands.
 ALIASES: dict[str, str] = {
     "image-ls": "images",  # podman
+    "container-ls": "ps",
 }
 
 HIDDEN: set[str] = set()

@@ -11,7 +11,6 @@ The order matters and is the whole design:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rootless.engine import limits as limits_glue
 from rootless.engine import network as network_glue
 from rootless.engine.env import EngineEnv
 from rootless.engine.runopts import RunOptions
@@ -151,6 +151,13 @@ def _prepare_binds(opts: RunOptions) -> None:
                 ) from None
 
 
+def _named_volume_dirs(env: EngineEnv, opts: RunOptions, rootfs: Path, store: ContainerStore,
+                       cid: str) -> dict[str, str]:
+    from rootless.engine.volumes import volume_dirs
+
+    return volume_dirs(env, opts, rootfs, store, cid)
+
+
 def _volume_dirs(env: EngineEnv, opts: RunOptions) -> dict[str, str]:
     result = {}
     for m in opts.mounts:
@@ -172,6 +179,7 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
     from rootless.storage import select
     from rootless.storage.driver import get_driver
 
+    limit_plan = limits_glue.plan_limits(env, opts)  # before the user namespace: may ask systemd for a scope
     ns = pause.enter(env.runroot)
     net_driver = network_glue.choose_driver(env, opts)
     network = net_driver.name
@@ -199,6 +207,7 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
     store.create(record)
     storage_dir, rootfs, userdata = container_dirs(store, cid)
     try:
+        limits_glue.attach(limit_plan, store, record)
         from rootless.image.store import Store
 
         image_store = Store(env.storage)
@@ -223,17 +232,19 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
             user=user,
             hostname=hostname,
             etc_files=etc_files,
-            volume_dirs=_volume_dirs(env, opts),
+            volume_dirs=_named_volume_dirs(env, opts, mounted, store, cid),
             pts_gid=None if ns.single_id else 5,
             host_network=not net_driver.needs_netns,
         )
         if keep_id:
             spec.user_namespace = _keep_id_maps(keep_id, ns)
+        network_glue.prepare_spec(env, record, spec, net_driver)
         from rootless.runtime.spec import to_json
         from rootless.state.atomic import atomic_write_bytes
 
         atomic_write_bytes(store.path(cid) / "spec.json", to_json(spec).encode(), durable=False)
     except BaseException:
+        limits_glue.release(record)
         remove_container_storage(env, record)
         store.remove(cid)
         raise
@@ -322,7 +333,12 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
     try:
         needs_netns = prepared.net_driver is not None and prepared.net_driver.needs_netns
         try:
-            proc = process.launch(prepared.spec, stdin=stdin_fd, console_size=console, hold=needs_netns)
+            procs_fd = limits_glue.open_procs(record)
+            try:
+                proc = process.launch(prepared.spec, stdin=stdin_fd, console_size=console, hold=needs_netns,
+                                      cgroup_procs=procs_fd)
+            finally:
+                limits_glue.close_fd(procs_fd)
             if needs_netns:
                 try:
                     source = f"/proc/self/fd/{proc.netns}" if proc.netns is not None else f"/proc/{proc.pid}/ns/net"
@@ -356,11 +372,13 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
             signal.signal(s, h)
         proc.close()
         with store.update(record.id) as rec:
-            rec.state.update(Status="exited", Running=False, Pid=0, ExitCode=code, FinishedAt=now_rfc3339())
+            rec.state.update(Status="exited", Running=False, Pid=0, ExitCode=code, FinishedAt=now_rfc3339(),
+                             **limits_glue.exit_state(record))
         return code
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        limits_glue.release(record)
         network_glue.detach_network(env, record)
         if opts.rm:
             # unmounted now; the files go in a detached child so that rl returns at once
@@ -403,15 +421,12 @@ def reset(env: EngineEnv) -> list[str]:
     if env.storage.exists():
         pause.enter(env.runroot)
         store = ContainerStore(env.storage)
-        for record in store.list():
-            if record.running and record.state.get("Pid"):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(record.state["Pid"]), signal.SIGKILL)
-            remove_container_storage(env, record)
-            store.remove(record.id)
-            removed.append(f"container {record.id[:12]}")
+        from rootless.engine.containers import reset_containers
+
+        removed.extend(reset_containers(env))  # detached ones too: their monitors and network helpers
         store.remove_leftovers()
         remove_tree(env.storage)
         removed.append(f"storage {env.storage}")
+    network_glue.stop_rootless_netns(env)
     pause.migrate(env.runroot)
     return removed

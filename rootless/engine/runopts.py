@@ -58,6 +58,19 @@ class RunOptions:
     tls_verify: bool = True
     publish: list[str] = field(default_factory=list)
     publish_all: bool = False
+    # resource limits as typed (checked by rootless.engine.limits); None: not given
+    memory: str | None = None
+    memory_swap: str | None = None
+    memory_reservation: str | None = None
+    cpus: str | None = None
+    cpu_period: int | None = None
+    cpu_quota: int | None = None
+    cpu_shares: int | None = None
+    cpu_weight: int | None = None
+    cpuset_cpus: str | None = None
+    cpuset_mems: str | None = None
+    pids_limit: int | None = None
+    blkio_weight: int | None = None
 
 
 def parse_env_entry(entry: str, environ: dict[str, str] | None = None) -> str | None:

@@ -85,3 +85,51 @@ class HostDriver(NetworkDriver):
             hosts=dns.host_network_hosts(hosts_text, options.add_hosts),
             host_gateway="127.0.0.1",
         )
+
+
+class ContainerNetDriver(NetworkDriver):
+    """``--network container:NAME``: join another container's network namespace (like a pod).
+
+    Nothing is set up and nothing runs: the container gets the other one's interfaces, its
+    /etc/hosts and /etc/resolv.conf (copied), and no ports of its own."""
+
+    needs_netns = False  # the spec joins ``join_path`` instead of creating a namespace
+
+    def __init__(self, target_id: str, join_path: str, hosts: str, resolv_conf: str,
+                 copied: NetworkState | None = None) -> None:
+        self.name = f"container:{target_id}"
+        self.target_id = target_id
+        self.join_path = join_path
+        self.hosts = hosts
+        self.resolv_conf = resolv_conf
+        self.copied = copied
+        self.last_state: NetworkState | None = None
+
+    def probe(self) -> ProbeResult:
+        return Features(name="container")
+
+    def setup(self, netns_: NetNS | None, options: NetworkOptions) -> NetworkState:
+        if options.ports:
+            raise UsageError(
+                "cannot publish ports with --network container:NAME",
+                "publish them on the container whose network this one joins",
+            )
+        c = self.copied
+        self.last_state = NetworkState(
+            driver="container",
+            interface=c.interface if c else "",
+            ipv4=c.ipv4 if c else "",
+            prefixlen=c.prefixlen if c else 0,
+            gateway=c.gateway if c else "",
+            mac=c.mac if c else "",
+            mtu=c.mtu if c else 0,
+            dns_servers=list(c.dns_servers) if c else [],
+            exposed=list(options.exposed),
+            resolv_conf=self.resolv_conf,
+            hosts=self.hosts,
+            netns=NetNS(path=self.join_path),
+        )
+        return self.last_state
+
+    def teardown(self, state: NetworkState) -> None:
+        """The namespace belongs to the other container: nothing to stop."""

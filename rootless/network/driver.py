@@ -98,6 +98,8 @@ class NetworkState:
     resolv_conf: str = ""
     hosts: str = ""
     netns: NetNS | None = None
+    # user-defined networks (and what container:NAME copied): name -> docker's Networks[name] entry
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k not in ("ports", "netns")}
@@ -126,7 +128,10 @@ class NetworkState:
             "GlobalIPv6PrefixLen": self.ipv6_prefixlen,
             "IPv6Gateway": self.gateway6,
             "MacAddress": self.mac,
-            "Networks": {},
+            "Networks": {
+                name: {k: v for k, v in entry.items() if k not in ("Veth", "Bridge", "Interface")}
+                for name, entry in self.networks.items()
+            },
         }
 
 

@@ -1,0 +1,68 @@
+"""User-defined networks without namespaces: the nftables rules, names, states, container:NAME."""
+
+from __future__ import annotations
+
+import pytest
+
+from rootless.errors import UsageError
+from rootless.network.basic import ContainerNetDriver
+from rootless.network.bridge import Attachment, BridgeDriver, RootlessNetns, network_entry, nft_ruleset, veth_name
+from rootless.network.driver import NetworkOptions, NetworkState
+from rootless.network.netns import NetNS
+from rootless.network.networks import NetworkRecord
+from rootless.network.ports import PortMapping
+
+
+def record(name: str, n: int, internal: bool = False) -> NetworkRecord:
+    return NetworkRecord(name=name, id=f"{n:064x}", subnet=f"10.89.{n}.0/24", gateway=f"10.89.{n}.1",
+                         bridge=f"rl{n + 1}", created="2026-01-01T00:00:00Z", internal=internal)
+
+
+def test_ruleset_isolates_bridges_and_masquerades_out() -> None:
+    rules = nft_ruleset([record("a", 0), record("b", 1)], uplink="eth0")
+    assert rules.startswith("table inet rl\ndelete table inet rl\n")  # idempotent replace
+    assert 'iifname "rl1" oifname "rl1" accept' in rules
+    assert 'iifname { "rl1", "rl2" } oifname { "rl1", "rl2" } drop' in rules
+    assert 'ip saddr 10.89.0.0/24 oifname "eth0" masquerade' in rules
+    assert 'ip saddr 10.89.1.0/24 oifname "eth0" masquerade' in rules
+
+
+def test_internal_network_has_no_way_out() -> None:
+    rules = nft_ruleset([record("a", 0, internal=True)])
+    assert 'iifname "rl1" drop' in rules and 'oifname "rl1" drop' in rules
+    assert "masquerade" not in rules
+
+
+def test_veth_names_fit_ifnamsiz() -> None:
+    name = veth_name("f" * 64, 12)
+    assert len(name) <= 15 and name.startswith("veth")
+    assert veth_name("a" * 64, 0) != veth_name("a" * 64, 1)
+
+
+def test_bridge_state_has_docker_networks_and_peer_ready_files() -> None:
+    net = record("front", 0)
+    att = Attachment(net, "10.89.0.2", ["web"])
+    driver = BridgeDriver(RootlessNetns.__new__(RootlessNetns), [net], cid="c" * 64)
+    helper = NetworkState(driver="pasta", interface="eth0", dns_servers=["169.254.1.1"], host_gateway="192.0.2.1")
+    entries = {"front": network_entry(att, "eth0", "vethcccccccc0", "02:00:00:00:00:01")}
+    options = NetworkOptions(hostname="abc", aliases=["web"], host_resolv_conf="/nonexistent")
+    state = driver.state(NetNS("/x"), options, helper, entries, att, [PortMapping(80, 8080)], 1, 2)
+    assert (state.driver, state.ipv4, state.gateway, state.interface) == ("bridge", "10.89.0.2", "10.89.0.1", "eth0")
+    assert "nameserver 169.254.1.1" in state.resolv_conf
+    assert "10.89.0.2\tabc web" in state.hosts and "host.containers.internal" in state.hosts
+    settings = NetworkState.from_json(state.to_json()).network_settings()
+    assert settings["Networks"]["front"]["IPAddress"] == "10.89.0.2"
+    assert "Veth" not in settings["Networks"]["front"]
+    assert settings["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}
+
+
+def test_container_network_copies_files_and_refuses_ports() -> None:
+    other = NetworkState(driver="pasta", interface="eth0", ipv4="10.0.2.100", prefixlen=24)
+    driver = ContainerNetDriver("d" * 64, "/run/x/netns", "hosts-text", "resolv-text", other)
+    assert driver.name == "container:" + "d" * 64 and not driver.needs_netns
+    state = driver.setup(None, NetworkOptions())
+    assert (state.driver, state.hosts, state.resolv_conf, state.ipv4) == ("container", "hosts-text", "resolv-text",
+                                                                         "10.0.2.100")
+    assert state.helper_pid == 0 and state.netns == NetNS("/run/x/netns")
+    with pytest.raises(UsageError, match="cannot publish ports"):
+        driver.setup(None, NetworkOptions(ports=[PortMapping(80, 8080)]))
