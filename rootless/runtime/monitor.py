@@ -617,9 +617,9 @@ def _first_stage(config: MonitorConfig, spec: ContainerSpec, chan: socket.socket
                 os.close(stdin_w)
                 stdin_w = os.dup(proc.pty)
     except BaseException as e:
-        _send(chan, _failure_message(e))
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # before reporting: the caller may look right after
             os.unlink(paths.attach_socket)
+        _send(chan, _failure_message(e))
         os._exit(1)
     try:
         started_at = now_rfc3339()

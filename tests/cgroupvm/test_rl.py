@@ -217,3 +217,14 @@ def test_kill_through_cgroup_kill_removes_the_cgroup(rl: Rl, busy: tuple[subproc
 def test_without_limits_a_leaf_all_the_same(rl: Rl) -> None:
     out = rl(*run_args("--rm"), IMAGE, "cat", "/proc/self/cgroup").stdout
     assert out.strip() == "0::/"  # its own cgroup namespace, rooted at its leaf
+
+
+def test_detached_container_rm_f_removes_the_cgroup(rl: Rl) -> None:
+    rl(*run_args("-d", "--name", "detached", "--memory", "64m"), IMAGE, "sleep", "300")
+    record = rl.record("detached")
+    leaf = Leaf.at(record.extra["cgroup"])
+    assert leaf.exists()
+    assert read(leaf, "memory.max") == str(64 << 20)
+    rl("rm", "-f", "detached")
+    assert not leaf.exists()
+    assert not ContainerStore(rl.storage).exists("detached")
