@@ -175,7 +175,10 @@ def test_host_loopback_through_gateway(helper: NetworkDriver, sandbox: Sandbox, 
     state = helper.setup(sandbox.netns, options(tmp_path))
     try:
         with HostServer(b"hello from the host\n") as server:
-            out = sandbox.run(BUSYBOX, "nc", state.host_gateway, str(server.port))
+            # What is asserted is that the bytes arrive. Whether nc also sees the close is pasta's
+            # business: the 2023-03 passt in Debian 12 can lose a FIN that races the connection's
+            # set-up, so nc gets a time limit instead of hanging the test.
+            out = sandbox.run(BUSYBOX, "timeout", "5", BUSYBOX, "nc", state.host_gateway, str(server.port))
             assert out.stdout == "hello from the host\n", out.stderr
     finally:
         teardown_and_check(helper, state, sandbox)
