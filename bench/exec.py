@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import os
-import pickle
 import shutil
 import signal
 import statistics
@@ -38,9 +37,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from tools import timed  # noqa: E402
 
 from rootless.runtime import monitor, pause  # noqa: E402
 from rootless.runtime.spec import ContainerSpec, default_mounts, to_json  # noqa: E402
+from tests.support import busybox_rootfs, in_pause  # noqa: E402
 
 STANDIN = r"""
 import json, os, sys
@@ -56,46 +59,6 @@ spec = from_json(Path(sys.argv[4]).read_text())
 proc = exec_in(state["pid"], spec, ExecOptions(args=sys.argv[5:]), pid_start_time=state["pid_start_time"])
 sys.exit(proc.wait())
 """
-
-
-def build_rootfs(root: Path) -> None:
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    for d in ("bin", "etc", "proc", "sys", "dev", "tmp"):
-        (root / d).mkdir(parents=True)
-    shutil.copy2(busybox, root / "bin/busybox")
-    for applet in subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split():
-        if applet != "busybox":
-            (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-
-
-def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
-    began = time.perf_counter()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
-    took = time.perf_counter() - began
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
-    return took
-
-
-def in_pause(runroot: Path, fn: Any) -> Any:
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            pause.enter(runroot)
-            os.write(w, pickle.dumps(fn()))
-        finally:
-            os._exit(0)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 1 << 16):
-        data += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    if not data:
-        sys.exit("the child in the user namespace failed")
-    return pickle.loads(data)
 
 
 class Podman:
@@ -130,7 +93,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rl-bench-exec-") as tmp:
         work = Path(tmp)
         rootfs = work / "rootfs"
-        build_rootfs(rootfs)
+        busybox_rootfs(rootfs)
         runroot = work / "rl-run"
         runroot.mkdir(mode=0o700)
         spec = ContainerSpec(rootfs=str(rootfs), args=["sleep", "3600"], hostname="b",

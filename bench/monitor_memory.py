@@ -22,11 +22,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import pickle
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,64 +35,36 @@ sys.path.insert(0, str(ROOT))
 
 from rootless.runtime import monitor, pause  # noqa: E402
 from rootless.runtime.spec import ContainerSpec, default_mounts  # noqa: E402
-
-
-def memory_kib(pid: int) -> dict[str, int]:
-    found = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            parts = line.split()
-            if parts[0] in ("Rss:", "Pss:", "Private_Dirty:"):
-                found[parts[0].rstrip(":")] = int(parts[1])
-    return found
-
-
-def build_rootfs(root: Path) -> None:
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    for d in ("bin", "etc", "proc", "sys", "dev", "tmp"):
-        (root / d).mkdir(parents=True)
-    shutil.copy2(busybox, root / "bin/busybox")
-    for applet in subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split():
-        if applet != "busybox":
-            (root / "bin" / applet).symlink_to("busybox")
+from tests.support import busybox_rootfs, call_in_child, memory_kib  # noqa: E402
 
 
 def start_many(runroot: Path, rootfs: Path, n: int, reexec: bool) -> list[dict[str, Any]]:
     """In a child that joined the pause namespace and imported what `rl run -d` has loaded."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            import rootless.cli
-            import rootless.engine.run
-            import rootless.image.store
-            import rootless.storage.driver  # noqa: F401
 
-            if not reexec:
-                os.environ[monitor.NO_REEXEC_ENV] = "1"
-            pause.enter(runroot)
-            results = []
-            for i in range(n):
-                cid = f"{int(reexec)}{i:063x}"
-                spec = ContainerSpec(rootfs=str(rootfs), args=["sleep", "3600"], hostname="b",
-                                     mounts=default_mounts(pts_gid=None))
-                cfg = monitor.MonitorConfig(cid, spec, str(runroot / cid), log_path=str(runroot / f"{cid}.log"))
-                began = time.perf_counter()
-                with monitor.start_monitor(cfg) as started:
-                    results.append({"pid": started.pid, "monitor": started.monitor_pid, "paths": cfg.paths,
-                                    "seconds": time.perf_counter() - began, "parent_rss": memory_kib(os.getpid())})
-            os.write(w, pickle.dumps(results))
-        finally:
-            os._exit(0)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 1 << 16):
-        data += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    if not data:
-        sys.exit("the starter failed")
-    result: list[dict[str, Any]] = pickle.loads(data)
+    def prepare() -> None:
+        import rootless.cli
+        import rootless.engine.run
+        import rootless.image.store
+        import rootless.storage.driver  # noqa: F401
+
+        if not reexec:
+            os.environ[monitor.NO_REEXEC_ENV] = "1"
+        pause.enter(runroot)
+
+    def start() -> list[dict[str, Any]]:
+        results = []
+        for i in range(n):
+            cid = f"{int(reexec)}{i:063x}"
+            spec = ContainerSpec(rootfs=str(rootfs), args=["sleep", "3600"], hostname="b",
+                                 mounts=default_mounts(pts_gid=None))
+            cfg = monitor.MonitorConfig(cid, spec, str(runroot / cid), log_path=str(runroot / f"{cid}.log"))
+            began = time.perf_counter()
+            with monitor.start_monitor(cfg) as started:
+                results.append({"pid": started.pid, "monitor": started.monitor_pid, "paths": cfg.paths,
+                                "seconds": time.perf_counter() - began, "parent_rss": memory_kib(os.getpid())})
+        return results
+
+    result: list[dict[str, Any]] = call_in_child(start, prepare=prepare)
     return result
 
 
@@ -108,7 +77,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rl-bench-monitor-") as tmp:
         base = Path(tmp)
         rootfs = base / "rootfs"
-        build_rootfs(rootfs)
+        busybox_rootfs(rootfs)
         runroot = base / "run"
         runroot.mkdir(mode=0o700)
         started: list[dict[str, Any]] = []

@@ -18,7 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(argv: list[str], env: dict[str, str]) -> float:
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    """Seconds ``argv`` took; exits with its output if it failed."""
     start = time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
@@ -42,10 +43,10 @@ class Rl:
         return [*self.cmd, "--root", str(root), "--runroot", str(self.runroot), *args]
 
     def pull(self, root: Path, ref: str) -> float:
-        return _run(self.argv(root, "pull", "-q", ref), self.env)
+        return timed(self.argv(root, "pull", "-q", ref), self.env)
 
     def run(self, root: Path, *args: str) -> float:
-        return _run(self.argv(root, "run", *args), self.env)
+        return timed(self.argv(root, "run", *args), self.env)
 
     def remove(self, root: Path) -> None:
         code = ("import shutil\nfrom pathlib import Path\nfrom rootless.runtime import pause\n"
@@ -82,10 +83,10 @@ class Podman:
         return ["podman", "--root", str(root), "--runroot", str(self.runroot), "--storage-driver", "overlay", *args]
 
     def pull(self, root: Path, ref: str) -> float:
-        return _run(self.argv(root, "pull", "-q", ref), self.env)
+        return timed(self.argv(root, "pull", "-q", ref), self.env)
 
     def run(self, root: Path, *args: str) -> float:
-        return _run(self.argv(root, "run", *args), self.env)
+        return timed(self.argv(root, "run", *args), self.env)
 
     def remove(self, root: Path) -> None:
         subprocess.run(["podman", "unshare", "rm", "-rf", str(root)], env=self.env, check=True)

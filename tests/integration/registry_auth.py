@@ -31,13 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.fixtures.registry_server import write_htpasswd as write_htpasswd  # for the tests (ra.write_htpasswd)
+from tests.support import free_port, stop_process
+
 REGISTRY_BIN = shutil.which("docker-registry")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _b64url(data: bytes) -> str:
@@ -59,13 +56,7 @@ class Registry:
         return f"http://{self.host}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def _yaml_block(auth: dict[str, dict[str, str]] | None) -> str:
@@ -131,15 +122,6 @@ def start_registry(workdir: Path, auth: dict[str, dict[str, str]] | None = None,
         reg.stop()
         last_log = log_path.read_text(errors="replace")[-2000:]
     raise RuntimeError(f"docker-registry did not start: {last_log}")
-
-
-def write_htpasswd(path: Path, users: dict[str, str]) -> Path:
-    lines = []
-    for user, password in users.items():
-        out = subprocess.run(["htpasswd", "-Bbn", user, password], check=True, capture_output=True, text=True)
-        lines.append(out.stdout.strip())
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 # ----------------------------------------------------------------------------------- token issuer

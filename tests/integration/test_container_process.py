@@ -8,13 +8,11 @@ pickled. The test process itself never changes namespaces.
 from __future__ import annotations
 
 import os
-import pickle
 import pwd
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +22,13 @@ from rootless.errors import CannotInvokeError, CommandNotFoundError, RuntimeSetu
 from rootless.runtime import capabilities, idmap
 from rootless.runtime.process import ContainerProcess, forward_signals, launch, relay_tty
 from rootless.runtime.spec import HOST, ContainerSpec, Mount, Rlimit, User, default_mounts
-from rootless.runtime.syscalls import CLONE_NEWNS, CLONE_NEWUSER, SYSCALLS
+from rootless.runtime.syscalls import CLONE_NEWUSER, SYSCALLS
+from tests.support import BUSYBOX, busybox_rootfs, read_all, read_pty
+from tests.support import in_new_userns as in_userns
 
 pytestmark = pytest.mark.integration
 
-BUSYBOX = shutil.which("busybox") or "/bin/busybox"
-UID, GID = os.getuid(), os.getgid()
+UID = os.getuid()
 USER = pwd.getpwuid(UID).pw_name
 SUBUID = idmap.read_subids(idmap.SUBUID, USER, UID)
 SUBGID = idmap.read_subids(idmap.SUBGID, USER, UID)
@@ -61,73 +60,11 @@ needs_ranges = pytest.mark.skipif(
 )
 
 
-def in_userns(fn: Callable[[], Any], full_mapping: bool = False) -> Any:
-    """Run ``fn`` in a forked child that is root of a new user namespace; return (or raise) its result."""
-    result_r, result_w = os.pipe()
-    go_r, go_w = os.pipe()
-    ready_r, ready_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            os.close(result_r)
-            os.close(go_w)
-            os.close(ready_r)
-            SYSCALLS.unshare(CLONE_NEWUSER | CLONE_NEWNS)
-            if full_mapping:
-                os.write(ready_w, b"u")
-                if os.read(go_r, 1) != b"g":
-                    os._exit(3)
-            else:
-                Path("/proc/self/setgroups").write_text("deny")
-                Path("/proc/self/uid_map").write_text(f"0 {UID} 1")
-                Path("/proc/self/gid_map").write_text(f"0 {GID} 1")
-            outcome: tuple[str, Any] = ("ok", fn())
-        except BaseException as e:
-            outcome = ("error", e)
-        try:
-            data = pickle.dumps(outcome)
-        except Exception as e:
-            data = pickle.dumps(("error", RuntimeError(f"unpicklable result: {e!r}")))
-        os.write(result_w, data)
-        os._exit(0)
-    os.close(result_w)
-    os.close(go_r)
-    os.close(ready_w)
-    try:
-        if full_mapping:
-            assert os.read(ready_r, 1) == b"u"
-            uid_args = ["0", str(UID), "1", "1", str(SUBUID[0].start), str(SUBUID[0].count)]
-            gid_args = ["0", str(GID), "1", "1", str(SUBGID[0].start), str(SUBGID[0].count)]
-            subprocess.run(["newuidmap", str(pid), *uid_args], check=True)
-            subprocess.run(["newgidmap", str(pid), *gid_args], check=True)
-            os.write(go_w, b"g")
-        chunks = []
-        while chunk := os.read(result_r, 65536):
-            chunks.append(chunk)
-    finally:
-        os.close(result_r)
-        os.close(go_w)
-        os.close(ready_r)
-        os.waitpid(pid, 0)
-    kind, value = pickle.loads(b"".join(chunks))
-    if kind == "error":
-        raise value
-    return value
-
-
 @pytest.fixture(scope="module")
 def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("busybox") / "rootfs"
-    for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "root", "home/alice"):
-        (root / d).mkdir(parents=True)
-    (root / "tmp").chmod(0o1777)
-    shutil.copy2(BUSYBOX, root / "bin/busybox")
-    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split()
-    for applet in applets:
-        if applet != "busybox":
-            (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nalice:x:1234:1234::/home/alice:/bin/sh\n")
-    (root / "etc/group").write_text("root:x:0:\ntty:x:5:\nalice:x:1234:\n")
+    root = busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs", extra_dirs=("home/alice",),
+                          passwd="root:x:0:0:root:/root:/bin/sh\nalice:x:1234:1234::/home/alice:/bin/sh\n",
+                          group="root:x:0:\ntty:x:5:\nalice:x:1234:\n")
     (root / "etc/notexec").write_text("just data\n")
     (root / "etc/notexec").chmod(0o644)
     gcc = shutil.which("gcc")
@@ -175,11 +112,7 @@ def run_here(spec: ContainerSpec) -> tuple[int, str]:
     proc = launch(spec, stdin=null, stdout=w, stderr=w)
     os.close(w)
     os.close(null)
-    chunks = []
-    while chunk := os.read(r, 65536):
-        chunks.append(chunk)
-    os.close(r)
-    return proc.wait(), b"".join(chunks).decode(errors="replace")
+    return proc.wait(), read_all(r).decode(errors="replace")
 
 
 def run(spec: ContainerSpec, full_mapping: bool = False) -> tuple[int, str]:
@@ -385,15 +318,7 @@ def test_pty_session(rootfs: Path, init: bool) -> None:
         assert proc.pty is not None
         os.write(proc.pty, b"echo $((6*7)); tty; stty size\n")
         os.write(proc.pty, b"exit 5\n")
-        output = b""
-        while True:
-            try:
-                chunk = os.read(proc.pty, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            output += chunk
+        output = read_pty(proc.pty)
         return proc.wait(), output
 
     code, output = in_userns(scenario)
@@ -474,9 +399,7 @@ def test_join_network_namespace_rlimits_cwd_env(rootfs: Path) -> None:
         spec.namespaces.net = f"/proc/{first.pid}/ns/net"
         second = launch(spec, stdout=w)
         os.close(w)
-        out = b""
-        while chunk := os.read(r, 4096):
-            out += chunk
+        out = read_all(r)
         second.wait()
         theirs = os.readlink(f"/proc/{first.pid}/ns/net")
         first.signal(signal.SIGKILL)

@@ -8,13 +8,10 @@ Every process the test started is gone at the end.
 from __future__ import annotations
 
 import os
-import pickle
 import pwd
-import shutil
 import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +21,10 @@ from rootless.errors import CommandNotFoundError, ConflictError
 from rootless.runtime import capabilities, idmap, monitor, pause, userns
 from rootless.runtime.exec import ExecOptions, exec_in
 from rootless.runtime.spec import ContainerSpec, User, default_mounts
+from tests.support import BUSYBOX, busybox_rootfs, end_started, in_pause, read_all, read_pty, wait_until
 
 pytestmark = pytest.mark.integration
 
-BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 UID = os.getuid()
 USER = pwd.getpwuid(UID).pw_name
 
@@ -44,52 +41,11 @@ needs_ranges = pytest.mark.skipif(
 )
 
 
-def in_pause(runroot: Path, fn: Callable[[], Any]) -> Any:
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            os.close(r)
-            try:
-                pause.enter(runroot)
-                outcome: tuple[str, Any] = ("ok", fn())
-            except BaseException as e:
-                outcome = ("error", e)
-            try:
-                data = pickle.dumps(outcome)
-            except Exception as e:
-                data = pickle.dumps(("error", RuntimeError(f"unpicklable result: {e!r}")))
-            os.write(w, data)
-        finally:
-            os._exit(0)
-    os.close(w)
-    chunks = []
-    while chunk := os.read(r, 65536):
-        chunks.append(chunk)
-    os.close(r)
-    os.waitpid(pid, 0)
-    if not chunks:
-        pytest.fail("the child died without a result")
-    kind, value = pickle.loads(b"".join(chunks))
-    if kind == "error":
-        raise value
-    return value
-
-
 @pytest.fixture(scope="module")
 def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("busybox") / "rootfs"
-    for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "root", "work"):
-        (root / d).mkdir(parents=True)
-    (root / "tmp").chmod(0o1777)
-    shutil.copy2(BUSYBOX, root / "bin/busybox")
-    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split()
-    for applet in applets:
-        if applet != "busybox":
-            (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nalice:x:1234:1234::/tmp:/bin/sh\n")
-    (root / "etc/group").write_text("root:x:0:\nalice:x:1234:\n")
-    return root
+    return busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs", extra_dirs=("work",),
+                          passwd="root:x:0:0:root:/root:/bin/sh\nalice:x:1234:1234::/tmp:/bin/sh\n",
+                          group="root:x:0:\nalice:x:1234:\n")
 
 
 class Box:
@@ -115,10 +71,8 @@ class Box:
         s = in_pause(self.runroot, body)
         self.pid, self.pid_start = s["pid"], s["start"]
         self.started += [(s["pid"], s["start"]), (s["mpid"], s["mstart"])]
-        deadline = time.monotonic() + 5
-        while not (Path(self.cfg.log_path).exists() and Path(self.cfg.log_path).read_bytes()):
-            assert time.monotonic() < deadline, "the container did not start its command"
-            time.sleep(0.01)
+        log = Path(self.cfg.log_path)
+        wait_until(lambda: log.exists() and log.read_bytes(), 5, "the container did not start its command")
 
     def exec(self, *args: str, stdin: bytes = b"", **options: Any) -> tuple[int, str]:
         """(exit code, stdout+stderr) of ``args`` exec'd in the container."""
@@ -133,10 +87,7 @@ class Box:
                            stdin=ir, stdout=w, stderr=w)
             os.close(w)
             os.close(ir)
-            out = b""
-            while chunk := os.read(r, 65536):
-                out += chunk
-            os.close(r)
+            out = read_all(r)
             return proc.wait(), out.decode(errors="replace")
 
         result: tuple[int, str] = in_pause(self.runroot, body)
@@ -148,15 +99,7 @@ class Box:
         assert monitor.wait_exit(self.cfg.paths, 10) is not None
 
     def close(self) -> list[int]:
-        deadline = time.monotonic() + 3
-        while any(monitor.is_running(p, s) for p, s in self.started) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        left = [p for p, s in self.started if monitor.is_running(p, s)]
-        for p, s in self.started:
-            if monitor.is_running(p, s):
-                os.kill(p, signal.SIGKILL)
-        pause.migrate(self.runroot)
-        return left
+        return end_started(self.runroot, self.started)
 
 
 @pytest.fixture
@@ -263,15 +206,7 @@ def test_exec_with_a_tty(box: Box) -> None:
         proc = exec_in(pid, spec, ExecOptions(args=["sh", "-c", "tty; echo $TERM; stty size"], tty=True,
                                               console_size=(33, 101)), pid_start_time=start)
         assert proc.pty is not None
-        out = b""
-        while True:
-            try:
-                chunk = os.read(proc.pty, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
+        out = read_pty(proc.pty)
         code = proc.wait()
         proc.close()
         return code, out

@@ -10,24 +10,21 @@ end every pause process, monitor and container the test started is gone (checked
 from __future__ import annotations
 
 import os
-import pickle
-import shutil
 import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rootless.errors import CommandNotFoundError
-from rootless.runtime import attach, logs, monitor, pause, userns
+from rootless.runtime import attach, logs, monitor, userns
 from rootless.runtime.spec import ContainerSpec, default_mounts
+from tests.support import BUSYBOX, busybox_rootfs, end_started, in_pause, memory_kib, wait_until
 
 pytestmark = pytest.mark.integration
 
-BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 UID = os.getuid()
 
 # the monitor imports this module to call record_exit (as root of the user namespace): no skips then
@@ -42,39 +39,6 @@ if userns.userns_problems():
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def in_pause(runroot: Path, fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` in a forked child that joined the pause namespace of ``runroot``; its result or error."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            os.close(r)
-            try:
-                pause.enter(runroot)
-                outcome: tuple[str, Any] = ("ok", fn())
-            except BaseException as e:
-                outcome = ("error", e)
-            try:
-                data = pickle.dumps(outcome)
-            except Exception as e:
-                data = pickle.dumps(("error", RuntimeError(f"unpicklable result: {e!r}")))
-            os.write(w, data)
-        finally:
-            os._exit(0)
-    os.close(w)
-    chunks = []
-    while chunk := os.read(r, 65536):
-        chunks.append(chunk)
-    os.close(r)
-    os.waitpid(pid, 0)
-    if not chunks:
-        pytest.fail("the child died without a result")
-    kind, value = pickle.loads(b"".join(chunks))
-    if kind == "error":
-        raise value
-    return value
 
 
 def alive(pid: int, start_time: int | None) -> bool:
@@ -125,40 +89,16 @@ class World:
         return result
 
     def wait_monitor_gone(self, state: dict[str, Any], timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while alive(state["monitor_pid"], state["monitor_start_time"]):
-            assert time.monotonic() < deadline, "the monitor did not exit"
-            time.sleep(0.02)
+        wait_until(lambda: not alive(state["monitor_pid"], state["monitor_start_time"]), timeout,
+                   "the monitor did not exit", 0.02)
 
     def close(self) -> list[int]:
-        deadline = time.monotonic() + 3  # a monitor finishing its exit work (on_exit, unlinks)
-        while any(alive(pid, start) for pid, start in self.started) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        left = [pid for pid, start in self.started if alive(pid, start)]
-        for pid, start in self.started:
-            if alive(pid, start):
-                os.kill(pid, signal.SIGKILL)
-        pause.migrate(self.runroot)
-        return left
-
-
-def build_rootfs(root: Path) -> Path:
-    for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "root"):
-        (root / d).mkdir(parents=True)
-    (root / "tmp").chmod(0o1777)
-    shutil.copy2(BUSYBOX, root / "bin/busybox")
-    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split()
-    for applet in applets:
-        if applet != "busybox":
-            (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (root / "etc/group").write_text("root:x:0:\n")
-    return root
+        return end_started(self.runroot, self.started)
 
 
 @pytest.fixture(scope="module")
 def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
+    return busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
 
 
 @pytest.fixture
@@ -173,16 +113,6 @@ def world(tmp_path: Path, rootfs: Path) -> Iterator[World]:
 
 def entries(path: str) -> list[tuple[str, bytes]]:
     return [(e.stream, e.data) for e in logs.read_logs(path)]
-
-
-def memory_kib(pid: int) -> dict[str, int]:
-    found = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            parts = line.split()
-            if parts[0] in ("Rss:", "Pss:", "Private_Dirty:"):
-                found[parts[0].rstrip(":")] = int(parts[1])
-    return found
 
 
 # ---------------------------------------------------------------- tests
@@ -216,10 +146,9 @@ def test_monitor_session_and_memory(world: World) -> None:
         fields = f.read().rsplit(")", 1)[1].split()
     ppid, sid, tty_nr = int(fields[1]), int(fields[3]), int(fields[4])
     assert sid != os.getsid(0) and tty_nr == 0 and ppid != os.getpid()
-    deadline = time.monotonic() + 5  # start_monitor returns before the monitor's re-exec is done
-    while Path(f"/proc/{mpid}/comm").read_text().strip() != monitor.PROCESS_NAME:
-        assert time.monotonic() < deadline, "the monitor did not rename itself"
-        time.sleep(0.01)
+    # start_monitor returns before the monitor's re-exec is done
+    wait_until(lambda: Path(f"/proc/{mpid}/comm").read_text().strip() == monitor.PROCESS_NAME, 5,
+               "the monitor did not rename itself")
     with open(f"/proc/{state['pid']}/stat") as f:
         assert int(f.read().rsplit(")", 1)[1].split()[1]) == mpid, "the container is the monitor's child"
     time.sleep(0.2)
@@ -384,10 +313,7 @@ def test_killed_monitor_leaves_the_truth(world: World) -> None:
     with pytest.raises(Exception, match="monitor is not running"):
         attach.connect(cfg.paths)
     os.kill(state["pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while alive(state["pid"], state["pid_start_time"]):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: not alive(state["pid"], state["pid_start_time"]), 5, "the container did not exit", 0.02)
     result = monitor.wait_exit(cfg.paths, 5)
     assert result is not None and result["exit_code"] == monitor.VANISHED_EXIT_CODE and "vanished" in result["error"]
 
@@ -416,10 +342,7 @@ def test_exit_waits_for_release(world: World) -> None:
 
     def body() -> dict[str, Any]:
         started = monitor.start_monitor(cfg)
-        deadline = time.monotonic() + 5
-        while not monitor.exited(cfg.paths):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: monitor.exited(cfg.paths), 5, "the container did not exit")
         time.sleep(0.2)
         still = monitor.is_running(started.monitor_pid, started.monitor_start_time)
         started.release()

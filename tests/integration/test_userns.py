@@ -24,6 +24,7 @@ import pytest
 
 from rootless.runtime import idmap, pause, userns
 from rootless.runtime.syscalls import SYSCALLS, TMPFS_MAGIC
+from tests.support import collect_child, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -64,14 +65,13 @@ def pauses_of(runroot: Path) -> list[int]:
     return found
 
 
+def dead(pid: int) -> bool:
+    st = pause.proc_stat(pid)
+    return st is None or st[0] in "ZXx"
+
+
 def wait_dead(pid: int, seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        st = pause.proc_stat(pid)
-        if st is None or st[0] in "ZXx":
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"pid {pid} still runs")
+    wait_until(lambda: dead(pid), seconds, f"pid {pid} still runs")
 
 
 def start_child(fn: Callable[[], Any], barrier: int | None = None) -> tuple[int, int]:
@@ -96,14 +96,7 @@ def start_child(fn: Callable[[], Any], barrier: int | None = None) -> tuple[int,
 
 
 def finish_child(pid: int, r: int) -> Any:
-    chunks = []
-    while chunk := os.read(r, 65536):
-        chunks.append(chunk)
-    os.close(r)
-    os.waitpid(pid, 0)
-    if not chunks:
-        pytest.fail("child died without a result")
-    result = json.loads(b"".join(chunks))
+    result = json.loads(collect_child(pid, r))
     if "error" in result:
         pytest.fail(f"in child: {result['error']}")
     return result["ok"]

@@ -30,6 +30,7 @@ from rootless.runtime import syscalls as sc
 from rootless.runtime.idmap import SUBGID, SUBUID, read_subids
 from rootless.storage.driver import DRIVER_NAMES, remove_tree
 from rootless.storage.probe import probe
+from tests.support import map_single_id
 
 RUN_TIMEOUT = 300.0
 
@@ -48,7 +49,7 @@ def _subid_ranges() -> tuple[tuple[int, int], tuple[int, int]] | None:
 
 
 def _read_all(fd: int, timeout: float) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         ready, _, _ = select.select([fd], [], [], timeout)
         if not ready:
@@ -67,9 +68,7 @@ def _child(body: Callable[..., Any], args: tuple[Any, ...], ready_w: int, go_r: 
         os.write(ready_w, b"u")
         mode = os.read(go_r, 1)
         if mode == b"s":  # no subordinate ids: map ourselves only
-            for file, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
-                with open(f"/proc/self/{file}", "w") as f:
-                    f.write(text)
+            map_single_id(uid, gid)
         elif mode != b"f":
             raise RuntimeError("the parent could not map the namespace")
         os.setresgid(0, 0, 0)
