@@ -149,11 +149,11 @@ def start_prepared(env: EngineEnv, prepared: Any, opts: RunOptions, *,
             console = (size.lines, size.columns)
     leaf = limits_glue.leaf_of(record)
     arg = json.dumps({"storage": str(env.storage), "runroot": str(env.runroot)})
-    log_driver = str(record.host_config.get("LogConfig", {}).get("Type") or "json-file")
+    log_driver, log_max_size, log_max_files = log_settings(record)
     config = monitor.MonitorConfig(
         record.id, prepared.spec, paths.run_dir, exit_file=paths.exit_file,
         log_path=str(log_path(env, record.id)), log_driver=log_driver,
-        log_max_size=LOG_MAX_SIZE, log_max_files=LOG_MAX_FILES,
+        log_max_size=log_max_size, log_max_files=log_max_files,
         stdin=opts.interactive, stdin_once=opts.interactive and attach_client is not None,
         console_size=console, hold=needs_netns or attach_client is not None,
         on_exit=ON_EXIT, on_exit_arg=arg, cgroup=leaf.path if leaf is not None else "",
@@ -196,10 +196,24 @@ def start_prepared(env: EngineEnv, prepared: Any, opts: RunOptions, *,
             _wait_monitor_gone(paths, 5)
         cleanup(env, record)
         if opts.rm:
-            remove_now(env, record)
+            remove_now(env, record, volumes=True)
         raise
     result.release()
     return (result, client) if attach_client is not None else result
+
+
+def log_settings(record: ContainerRecord) -> tuple[str, int, int]:
+    """(driver, max size in bytes (0: no limit), files kept) from HostConfig.LogConfig; rl's default is
+    json-file with 10 MiB x 3 (docker's unbounded default fills disks of long-running jobs)."""
+    from rootless.engine.runopts import parse_log_size
+
+    conf = record.host_config.get("LogConfig") or {}
+    driver = str(conf.get("Type") or "json-file")
+    opts = dict(conf.get("Config") or {})
+    if "max-size" not in opts and "max-file" not in opts:
+        return driver, LOG_MAX_SIZE, LOG_MAX_FILES
+    size = parse_log_size(str(opts["max-size"])) if "max-size" in opts else LOG_MAX_SIZE
+    return driver, size, int(opts.get("max-file") or 1)
 
 
 def _wait_monitor_gone(paths: Any, timeout: float) -> None:
@@ -301,7 +315,7 @@ def monitor_exited(cid: str, result: dict[str, Any], arg: str) -> None:
         return
     cleanup(env, record)
     if record.host_config.get("AutoRemove"):
-        remove_now(env, record)
+        remove_now(env, record, volumes=True)
 
 
 def cleanup(env: EngineEnv, record: ContainerRecord) -> None:
@@ -319,16 +333,27 @@ def remove_now(env: EngineEnv, record: ContainerRecord, volumes: bool = False) -
 
     remove_container_storage(env, record, delete=False)
     store = store_of(env)
+    if volumes:
+        remove_anonymous_volumes(env, record.id)
     store.remove(record.id, background=True)
     import shutil
 
     shutil.rmtree(run_dir(env, record.id), ignore_errors=True)
-    if volumes:
-        from rootless.engine import volumes as volume_glue
 
-        for name in record.extra.get(ANON_VOLUMES_KEY) or []:
-            with contextlib.suppress(RLError):
-                volume_glue.VolumeStore(env.storage).remove(name, force=False, store=store, exclude=record.id)
+
+def remove_anonymous_volumes(env: EngineEnv, cid: str) -> None:
+    """rm -v and --rm: the container's anonymous volumes, unless another container uses them (inside the
+    user namespace: their files belong to the container's IDs)."""
+    from rootless.engine import volumes as volume_glue
+
+    store = store_of(env)
+    try:
+        names = store.get(cid).extra.get(ANON_VOLUMES_KEY) or []
+    except NotFoundError:
+        return
+    for name in names:
+        with contextlib.suppress(RLError):
+            volume_glue.VolumeStore(env.storage).remove(name, force=False, store=store, exclude=cid)
 
 
 def _signal_record(record: ContainerRecord, signum: int) -> bool:

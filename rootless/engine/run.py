@@ -115,7 +115,7 @@ def _host_config(opts: RunOptions, network: str, driver: str) -> dict[str, Any]:
         "DnsOptions": opts.dns_option,
         "StorageDriver": driver,
         "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
-        "LogConfig": {"Type": "json-file", "Config": {}},
+        "LogConfig": {"Type": opts.log_driver or "json-file", "Config": dict(opts.log_opts)},
     }
 
 
@@ -186,6 +186,9 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
     image_record, config = images.ensure_image_config(env, opts.image, opts.pull, opts.platform,
                                                        tls_verify=opts.tls_verify, progress=progress)
     defaults = _image_defaults(config)
+    from rootless.engine.volumes import image_volume_mounts
+
+    opts.mounts = [*opts.mounts, *image_volume_mounts(defaults.volumes, opts.mounts)]  # the image's VOLUMEs
     driver_name = opts.storage_driver or select.choose(env.driver, store=env.storage)
     driver = get_driver(driver_name)
 
@@ -383,6 +386,9 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
         if opts.rm:
             # unmounted now; the files go in a detached child so that rl returns at once
             remove_container_storage(env, record, delete=False)
+            from rootless.engine.containers import remove_anonymous_volumes
+
+            remove_anonymous_volumes(env, record.id)  # docker's --rm takes them too
             store.remove(record.id, background=True)
         else:
             unmount_container(env, record)

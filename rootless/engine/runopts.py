@@ -58,6 +58,8 @@ class RunOptions:
     tls_verify: bool = True
     publish: list[str] = field(default_factory=list)
     publish_all: bool = False
+    log_driver: str = ""  # json-file (default), k8s-file or none
+    log_opts: dict[str, str] = field(default_factory=dict)  # max-size, max-file
     # resource limits as typed (checked by rootless.engine.limits); None: not given
     memory: str | None = None
     memory_swap: str | None = None
@@ -216,3 +218,42 @@ def parse_pull(value: str) -> str:
 def parse_command_line(text: str) -> list[str]:
     """--entrypoint takes one string; docker treats it as the whole program, not split on spaces."""
     return [text] if text else []
+
+
+LOG_DRIVERS = ("json-file", "k8s-file", "none")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30}
+
+
+def parse_log_size(text: str) -> int:
+    """docker's max-size: 10m, 512k, 1g, bytes; -1 for no limit (0 here)."""
+    if text.strip() == "-1":
+        return 0
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?b?)\s*", text.lower())
+    if not m or float(m.group(1)) <= 0:
+        raise UsageError(f"invalid --log-opt max-size={text}", "use a size like 10m, 512k or 1g")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+def parse_log_options(driver: str, options: list[str] | tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """``--log-driver`` and ``--log-opt KEY=VALUE`` (max-size, max-file) as (driver, options); checked."""
+    driver = driver or "json-file"
+    if driver not in LOG_DRIVERS:
+        raise UsageError(f"unknown log driver {driver!r}", f"use --log-driver {', '.join(LOG_DRIVERS)}")
+    opts: dict[str, str] = {}
+    for item in options:
+        key, eq, value = item.partition("=")
+        if not eq or not value:
+            raise UsageError(f"invalid --log-opt {item!r}", "use --log-opt max-size=10m or --log-opt max-file=3")
+        if key == "max-size":
+            parse_log_size(value)
+        elif key == "max-file":
+            if not value.isdigit() or int(value) < 1:
+                raise UsageError(f"invalid --log-opt max-file={value}", "max-file is a number of files, at least 1")
+        else:
+            raise UsageError(f"unknown log opt {key!r} for log driver {driver}", "use max-size or max-file")
+        opts[key] = value
+    if opts and driver == "none":
+        raise UsageError("--log-opt does not apply to --log-driver none", "leave out --log-opt")
+    if "max-file" in opts and int(opts["max-file"]) > 1 and "max-size" not in opts:
+        raise UsageError("--log-opt max-file needs max-size", "add --log-opt max-size=10m")
+    return driver, opts

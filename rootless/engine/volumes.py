@@ -171,6 +171,25 @@ def _remove_tree(path: Path) -> None:
                       "its files may belong to container IDs: rl removes them inside its user namespace") from None
 
 
+def image_volume_mounts(image_volumes: Any, mounts: list[Any]) -> list[Any]:
+    """Anonymous volumes for the image's VOLUME entries that no -v/--mount/--tmpfs covers (docker)."""
+    import posixpath
+
+    from rootless.engine.runopts import Mount
+
+    taken = {posixpath.normpath(m.destination) for m in mounts}
+    out = []
+    for dest in image_volumes or ():
+        clean = posixpath.normpath("/" + str(dest))
+        if clean.startswith("//"):
+            clean = clean[1:]
+        if clean == "/" or clean in taken:
+            continue
+        taken.add(clean)
+        out.append(Mount("volume", clean))
+    return out
+
+
 def volume_dirs(env: Any, opts: Any, rootfs: Path, store: ContainerStore, cid: str) -> dict[str, str]:
     """For rl run/create (inside the user namespace, rootfs mounted): destination -> volume directory.
     Creates named volumes on first use and anonymous ones, copies the image's content up, and notes the

@@ -218,3 +218,37 @@ def test_errors(rl: RunRl) -> None:
     err = rl("ps", "--bogus", rc=125).err
     assert "no such option" in err.lower()
     subprocess.run(["true"], check=True)
+
+
+def test_log_drivers_and_rotation(rl: RunRl, fixture_images: dict[str, Any]) -> None:
+    image = ref(fixture_images)
+    # k8s-file: podman's format on disk, read back by rl logs
+    cid = rl("run", "-d", "-q", "--log-driver", "k8s-file", image, "sh", "-c", "echo out; echo err >&2").out.strip()
+    assert rl("wait", cid).out == "0\n"
+    doc = _inspect(rl, cid)
+    assert doc["HostConfig"]["LogConfig"] == {"Type": "k8s-file", "Config": {}}
+    with open(doc["LogPath"]) as f:
+        first = f.readline().split(" ")
+    assert first[1] in ("stdout", "stderr") and first[2] == "F"
+    res = rl("logs", cid)
+    assert res.out == "out\n" and res.err == "err\n"
+    # none: nothing to read, docker's error
+    cid = rl("run", "-d", "-q", "--log-driver", "none", image, "echo", "hidden").out.strip()
+    assert rl("wait", cid).out == "0\n"
+    assert "does not support reading" in rl("logs", cid, rc=125).err
+    assert not os.path.exists(_inspect(rl, cid)["LogPath"])
+    # json-file with rotation: max-size/max-file
+    cid = rl("run", "-d", "-q", "--log-opt", "max-size=2k", "--log-opt", "max-file=2", image, "sh", "-c",
+             "i=0; while [ $i -lt 300 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done").out.strip()
+    assert rl("wait", cid).out == "0\n"
+    doc = _inspect(rl, cid)
+    assert doc["HostConfig"]["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "2k", "max-file": "2"}}
+    path = doc["LogPath"]
+    assert os.path.getsize(path) <= 2048 + 200
+    assert os.path.exists(path + ".1") and not os.path.exists(path + ".2")
+    lines = rl("logs", cid).lines
+    assert lines[-1] == "line-299-xxxxxxxxxxxxxxxxxxxx" and len(lines) < 300
+    # errors: one line with a hint, exit 125
+    assert "unknown log driver 'syslog'" in rl("run", "--log-driver", "syslog", image, "true", rc=125).err
+    assert "max-size" in rl("run", "--log-opt", "max-size=big", image, "true", rc=125).err
+    assert "unknown log opt" in rl("create", "--log-opt", "tag=x", image, "true", rc=125).err

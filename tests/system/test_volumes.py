@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -49,3 +50,33 @@ def test_volume_in_use_rm_and_prune(rl: RunRl, fixture_images: dict[str, Any]) -
     assert rl("volume", "ls", "-q").out.split() == ["v1"]
     assert "v1" in rl("volume", "prune", "-f").out
     assert rl("volume", "ls", "-q").out == ""
+
+
+def test_image_volumes_become_anonymous_volumes(rl: RunRl, fixture_images: dict[str, Any]) -> None:
+    image = ref(fixture_images)
+    # an image with VOLUME /vol and content there, made with rl commit
+    rl("run", "-q", "--name", "base", image, "sh", "-c", "mkdir /vol; echo seeded > /vol/f")
+    rl("commit", "--change", "VOLUME /vol", "base", "localhost/withvol:1")
+    rl("rm", "base")
+    assert rl("volume", "ls", "-q").out == ""
+    cid = rl("create", "-q", "localhost/withvol:1", "sh", "-c", "cat /vol/f; echo more > /vol/g").out.strip()
+    names = rl("volume", "ls", "-q").out.split()
+    assert len(names) == 1 and len(names[0]) == 64
+    doc = json.loads(rl("inspect", cid).out)[0]
+    assert [(m["Type"], m["Name"], m["Destination"]) for m in doc["Mounts"]] == [("volume", names[0], "/vol")]
+    rl("start", cid)
+    assert rl("wait", cid).out == "0\n"
+    assert rl("logs", cid).out == "seeded\n"  # the image's content was copied up
+    rl("rm", "-v", cid)
+    assert rl("volume", "ls", "-q").out == ""
+    # a -v for the same path replaces it; --rm takes the anonymous volume with the container
+    rl("run", "--rm", "-q", "-v", "named:/vol", "localhost/withvol:1", "true")
+    assert rl("volume", "ls", "-q").out == "named\n"
+    rl("run", "--rm", "-q", "localhost/withvol:1", "true")
+    cid = rl("run", "-d", "-q", "--rm", "localhost/withvol:1", "true").out.strip()
+    rl("wait", cid, rc=None)
+    for _ in range(100):
+        if rl("volume", "ls", "-q").out == "named\n":
+            break
+        time.sleep(0.1)
+    assert rl("volume", "ls", "-q").out == "named\n"

@@ -742,3 +742,13 @@ def _container_run() -> click.Command:
 
 
 container.add_command(_container_run(), "run")
+
+
+def _file_commands() -> None:
+    from rootless.cli.commands import files
+
+    for cmd, name in ((files.diff, "diff"), (files.export, "export"), (files.cp, "cp"), (files.commit, "commit")):
+        container.add_command(cmd, name)
+
+
+_file_commands()

@@ -45,6 +45,9 @@ def _run_flags(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--dns-search", multiple=True, help="Set a DNS search domain."),
         click.option("--dns-option", multiple=True, help="Set a DNS option."),
         click.option("--storage-driver", default="", help="overlay, fuse-overlayfs or vfs."),
+        click.option("--log-driver", default="", help="json-file (default), k8s-file or none."),
+        click.option("--log-opt", multiple=True, metavar="KEY=VALUE",
+                     help="Log driver option: max-size=10m, max-file=3."),
         click.option("--platform", default="", help="Pull for this platform, e.g. linux/arm64."),
         click.option("--pull", default="missing", type=click.Choice(["missing", "always", "never", "newer"]),
                      show_default=True, help="When to pull the image."),
@@ -85,6 +88,7 @@ def build_options(image: str, command: tuple[str, ...], kw: dict[str, Any], deta
     mounts = [runopts.parse_volume(v) for v in kw["volume"]]
     mounts += [runopts.parse_mount(m) for m in kw["mount_"]]
     mounts += [runopts.parse_tmpfs(t) for t in kw["tmpfs"]]
+    log_driver, log_opts = runopts.parse_log_options(kw.get("log_driver") or "", kw.get("log_opt") or ())
     labels = {}
     for item in kw["label"]:
         key, _, value = item.partition("=")
@@ -123,6 +127,8 @@ def build_options(image: str, command: tuple[str, ...], kw: dict[str, Any], deta
         tls_verify=kw["tls_verify"],
         publish=list(kw["publish"]),
         publish_all=kw["publish_all"],
+        log_driver=log_driver,
+        log_opts=log_opts,
         **limit_values(kw),
     )
 
