@@ -289,7 +289,7 @@ def start(env: EngineEnv, ref: str, *, attach: bool = False, interactive: bool =
         from rootless.runtime import attach as attach_mod
 
         def client_factory(paths: Any) -> Any:
-            return attach_mod.connect(paths, stdin=opts.interactive)
+            return attach_mod.connect(paths, stdin=opts.interactive, held=True)
 
     return record, start_prepared(env, prepared, opts, attach_client=client_factory)
 

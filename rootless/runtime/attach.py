@@ -101,8 +101,16 @@ class AttachClient:
         self.close()
 
 
-def connect(paths: Paths, stdin: bool = False, stdout: bool = True, stderr: bool = True) -> AttachClient:
+HELLO_TIMEOUT = 10.0
+
+
+def connect(paths: Paths, stdin: bool = False, stdout: bool = True, stderr: bool = True,
+            held: bool = False) -> AttachClient:
     """Connect to the monitor of the container whose files are in ``paths``.
+
+    Returns once the monitor has answered, so no output after that is missed; ``held``: the monitor
+    holds a container that has not started yet (``rl start -a``) and answers only once it runs, but
+    it reads this client's request before it reads any output, so nothing is missed either.
 
     Raises ConflictError when the container is not running (or its monitor is gone)."""
     try:
@@ -122,6 +130,20 @@ def connect(paths: Paths, stdin: bool = False, stdout: bool = True, stderr: bool
     finally:
         os.close(dfd)
     sock.send(HELLO + json.dumps({"stdin": stdin, "stdout": stdout, "stderr": stderr}).encode())
+    if held:
+        return AttachClient(sock)
+    # Wait for the monitor's answer: from then on every byte of output reaches this client.
+    sock.settimeout(HELLO_TIMEOUT)
+    try:
+        answer = sock.recv(MAX_PACKET)
+    except (TimeoutError, OSError):
+        answer = b""
+    finally:
+        sock.settimeout(None)
+    if answer[:1] != HELLO:
+        sock.close()
+        raise ConflictError("cannot attach: the container's monitor did not answer",
+                            "the container keeps running unattended; see 'rl logs'")
     return AttachClient(sock)
 
 

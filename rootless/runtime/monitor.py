@@ -715,9 +715,10 @@ class _Client:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        # nothing is sent to a client before its hello says what it wants
         self.stdin = False
-        self.stdout = True
-        self.stderr = True
+        self.stdout = False
+        self.stderr = False
         self.queue: list[bytes] = []
         self.backlog = 0
         self.out = False  # registered for EVENT_WRITE
@@ -935,6 +936,7 @@ class _Monitor:
             client.stdin = bool(opts.get("stdin", False))
             client.stdout = bool(opts.get("stdout", True))
             client.stderr = bool(opts.get("stderr", True))
+            self._send(client, HELLO)  # the client waits for this: output from now on reaches it
         elif kind == STDIN:
             if self.stdin_fd >= 0 and payload:
                 if len(self.stdin_buf) > STDIN_BACKLOG:

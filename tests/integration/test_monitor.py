@@ -279,7 +279,7 @@ def test_hold_until_start_shows_all_output(world: World) -> None:
     def body() -> dict[str, Any]:
         started = monitor.start_monitor(cfg)
         assert started.held
-        client = attach.connect(cfg.paths)
+        client = attach.connect(cfg.paths, held=True)
         started.start()
         started.release()
         got = []

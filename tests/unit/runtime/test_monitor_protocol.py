@@ -198,7 +198,11 @@ def test_detach_keys_leave_the_container_running(tmp_path: Path, spawned: list[S
     assert monitor.is_running(s.pid, monitor._start_time(s.pid))
     with attach.connect(s.paths, stdin=True) as client:
         client.send_stdin(b"\n")
-        client.recv()
+        echoed = b""  # the echo of the first client's input may still be on its way: read to the newline
+        while not echoed.endswith(b"\n"):
+            msg = client.recv()
+            assert msg is not None and msg[0] == "stdout", msg
+            echoed += msg[1]
     os.kill(s.pid, signal.SIGKILL)
     assert monitor.wait_exit(s.paths, 10) is not None
     assert b"".join(data for _, data in s.entries()) == b"ab\x10c\n"  # a lone ctrl-p goes through
