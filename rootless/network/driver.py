@@ -242,6 +242,13 @@ def _reap(pid: int) -> None:
             raise
 
 
+def parse_help(text: str) -> frozenset[str]:
+    """Long options a helper's ``--help`` text mentions (``--dns-forward`` -> ``dns-forward``)."""
+    import re
+
+    return frozenset(re.findall(r"(?<![\w-])--([a-z0-9][a-z0-9-]*)", text))
+
+
 def find_binary(name: str, explicit: str | None = None) -> str | None:
     """The helper on $PATH (as `rl system check` looks for it), or the explicit path when executable."""
     if explicit:

@@ -10,7 +10,6 @@ there to the host's first resolver, even when that is 127.0.0.53.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -28,6 +27,7 @@ from rootless.network.driver import (
     ProbeResult,
     find_binary,
     helper_error_text,
+    parse_help,
     start_time,
     stop_helper,
 )
@@ -39,11 +39,6 @@ INTERFACE = "eth0"
 TUN = "/dev/net/tun"
 
 _probed: dict[str, ProbeResult] = {}
-
-
-def parse_help(text: str) -> frozenset[str]:
-    """Long options a ``--help`` text mentions (``--dns-forward`` -> ``dns-forward``)."""
-    return frozenset(re.findall(r"(?<![\w-])--([a-z0-9][a-z0-9-]*)", text))
 
 
 def pasta_features(help_text: str, version_text: str = "", path: str = "") -> ProbeResult:

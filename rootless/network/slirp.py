@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import select
 import shutil
 import socket
@@ -31,6 +30,7 @@ from rootless.network.driver import (
     ProbeResult,
     find_binary,
     helper_error_text,
+    parse_help,
     start_time,
     stop_helper,
 )
@@ -45,10 +45,6 @@ GATEWAY6 = "fd00::2"
 MAX_MTU = 65521
 
 _probed: dict[str, ProbeResult] = {}
-
-
-def parse_help(text: str) -> frozenset[str]:
-    return frozenset(re.findall(r"(?<![\w-])--([a-z0-9][a-z0-9-]*)", text))
 
 
 def slirp_features(help_text: str, version_text: str = "", path: str = "") -> ProbeResult:

@@ -15,6 +15,7 @@ import click
 
 from rootless.cli.commands.run import _run_flags, build_options, engine_env
 from rootless.cli.context import AppContext, pass_app
+from rootless.cli.output import human_duration
 from rootless.errors import NotFoundError, RLError, UsageError
 
 TIMEOUT_HELP = "Seconds to wait for the stop signal to work before SIGKILL (default: 10)."
@@ -139,34 +140,6 @@ def start(app: AppContext, containers: tuple[str, ...], attach: bool, interactiv
 
 
 # ---------------------------------------------------------------- ps
-
-
-def human_duration(seconds: float) -> str:
-    """docker's units.HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
 
 
 def _parse_time(text: str) -> float | None:
