@@ -10,11 +10,7 @@ import json
 import logging
 import os
 import pwd
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -332,54 +328,3 @@ def test_single_id_from_environment(runroot: Path, monkeypatch: pytest.MonkeyPat
         h = pause.ensure(runroot)
     assert h.single_id and h.info().single_reason is not None
     assert pause.migrate(runroot) == h.pid
-
-
-NOSUB_SCRIPT = r"""
-import json, logging, os, sys
-from pathlib import Path
-logging.basicConfig(format="WARN %(message)s")
-from rootless.runtime import pause
-rr = Path(sys.argv[1])
-h = pause.ensure(rr)
-again = pause.ensure(rr)
-uid_map = open(f"/proc/{h.pid}/uid_map").read()
-print(json.dumps({"pid": h.pid, "again": again.pid, "single": h.single_id, "uid": os.getuid(),
-                  "uid_map": uid_map, "reason": h.single_reason, "stopped": pause.migrate(rr)}))
-"""
-
-
-def test_user_without_subids_gets_single_id(tmp_path: Path) -> None:
-    user = os.environ.get("RL_TEST_NOSUB_USER", "rlnosub")
-    if UID != 0:
-        pytest.skip(f"runs {user} through runuser: needs root (single-ID mode is covered by the forced tests)")
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        pytest.skip(f"no user {user} (set RL_TEST_NOSUB_USER)")
-    if idmap.read_subids(idmap.SUBUID, user, pw.pw_uid) or idmap.read_subids(idmap.SUBGID, user, pw.pw_uid):
-        pytest.skip(f"{user} has subordinate ids")
-    runuser = shutil.which("runuser")
-    if runuser is None:
-        pytest.skip("runuser is not installed")
-    base = Path(tempfile.mkdtemp(prefix="rl-nosub-"))
-    try:
-        os.chown(base, pw.pw_uid, pw.pw_gid)
-        rr = base / "run"
-        proc = subprocess.run(
-            [runuser, "-u", user, "--", sys.executable, "-c", NOSUB_SCRIPT, str(rr)],
-            cwd=base, capture_output=True, text=True, timeout=60,
-        )
-        leftovers = pauses_of(rr)
-        for pid in leftovers:
-            os.kill(pid, signal.SIGKILL)
-        assert proc.returncode == 0, proc.stderr
-        out = json.loads(proc.stdout.splitlines()[-1])
-        warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("WARN ")]
-        assert out["single"] and out["again"] == out["pid"] and out["stopped"] == out["pid"]
-        assert idmap.parse_map(out["uid_map"]) == idmap.single_mapping(pw.pw_uid, pw.pw_gid).uid_map
-        assert out["reason"] == f"no subordinate ids for {user} in /etc/subuid and /etc/subgid"
-        assert len(warnings) == 1, proc.stderr
-        assert f"helpers/grant-subids.sh {user}" in warnings[0]
-        assert leftovers == []
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
