@@ -151,9 +151,9 @@ def test_clients_choose_their_streams(tmp_path: Path, spawned: list[Spawned]) ->
     again.close_stdin()  # no stdin_once: ignored
     again.send_stdin(b"3\n")
     assert again.recv() == ("stdout", b"o3\n")
-    os.kill(s.pid, signal.SIGTERM)
     assert errors_only.recv() == ("stderr", b"e2\n")
-    assert errors_only.recv() == ("stderr", b"e3\n")
+    assert errors_only.recv() == ("stderr", b"e3\n")  # before the kill: the shell echoes e3 after o3
+    os.kill(s.pid, signal.SIGTERM)
     assert errors_only.recv() == ("exit", {"exit_code": 143})
     errors_only.close()
     again.close()
