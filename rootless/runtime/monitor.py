@@ -102,6 +102,7 @@ RELEASE_SECONDS = 30.0  # after the exit, how long to wait for rl to release the
 READY_TIMEOUT = 300.0  # how long start_monitor waits for the container to start
 VANISHED_EXIT_CODE = 255
 NO_REEXEC_ENV = "RL_MONITOR_NO_REEXEC"  # "1": the monitor keeps running in the forked rl image (benchmarks)
+CLIENT_FLUSH_SECONDS = 5.0  # at the exit, how long a slow attach client gets to take its last output
 CLIENT_BACKLOG = 4 << 20  # bytes queued for a slow attach client before it is dropped
 STDIN_BACKLOG = 4 << 20  # bytes of attach clients' input queued for a container that does not read it
 
@@ -1021,7 +1022,7 @@ class _Monitor:
         packet = EXIT + json.dumps({"exit_code": result["exit_code"]}).encode()
         for client in list(self.clients.values()):
             client.sock.setblocking(True)
-            client.sock.settimeout(1.0)
+            client.sock.settimeout(CLIENT_FLUSH_SECONDS)
             try:
                 for queued in client.queue:
                     client.sock.send(queued)
