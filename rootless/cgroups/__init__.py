@@ -12,11 +12,15 @@ The engine's entry points::
     Leaf.at(path)                                 # reopen from the path kept in the container's state
 """
 
+from typing import TYPE_CHECKING, Any
+
 from rootless.cgroups.detect import CgroupInfo, cgroup_version, detect, host_cgroup_version, problem
 from rootless.cgroups.host import Host
 from rootless.cgroups.limits import Limits, parse_size, shares_to_weight
 from rootless.cgroups.manager import Leaf, Stats, cpu_percent, describe, no_cgroup, prepare
-from rootless.cgroups.systemd import enter_scope
+
+if TYPE_CHECKING:
+    from rootless.cgroups.systemd import enter_scope
 
 __all__ = [
     "CgroupInfo",
@@ -36,3 +40,13 @@ __all__ = [
     "problem",
     "shares_to_weight",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """enter_scope on first use: rootless.cgroups.systemd (secrets, subprocess, shutil) costs ~4 ms to
+    import, and `rl run` without limits never asks systemd for a scope."""
+    if name == "enter_scope":
+        from rootless.cgroups.systemd import enter_scope
+
+        return enter_scope
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

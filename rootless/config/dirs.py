@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +51,8 @@ def xdg_runtime_problem(environ: Mapping[str, str], uid: int) -> str | None:
 
 
 def private_tmp_runroot(uid: int) -> Path:
+    import tempfile
+
     return Path(tempfile.gettempdir()) / f"rl-run-{uid}"
 
 

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from rootless.cgroups import CgroupInfo, Leaf, Limits, Stats, cpu_percent, detect, enter_scope, no_cgroup, problem
+from rootless.cgroups import CgroupInfo, Leaf, Limits, Stats, cpu_percent, detect, no_cgroup, problem
 from rootless.cgroups import prepare as prepare_leaf
 from rootless.cgroups.detect import fix_hint
 from rootless.cgroups.host import Host
@@ -92,8 +92,11 @@ def plan_limits(env: EngineEnv, opts: RunOptions) -> Plan:
     if limits.empty():
         return Plan(limits, info.usable, info, mode)
     wants_scope = info.version == "v2" and info.delegated is None and info.systemd and info.user_bus
-    if wants_scope and enter_scope(HOST) is not None:
-        info = detect(HOST)
+    if wants_scope:
+        from rootless.cgroups.systemd import enter_scope  # subprocess and secrets: only when a scope is wanted
+
+        if enter_scope(HOST) is not None:
+            info = detect(HOST)
     if problem(info, limits.controllers(), limits.flags()) is not None:
         no_cgroup(info, limits, mode)  # raises in mode "error"
         return Plan(limits, False, info, mode)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +147,8 @@ class VolumeStore:
             data = self.data(name)
             meta["CopiedUp"] = True
             if source.is_dir() and not any(data.iterdir()):
+                import subprocess
+
                 proc = subprocess.run(["cp", "-a", "--", f"{source}/.", f"{data}/"], capture_output=True, text=True,
                                       check=False)
                 if proc.returncode != 0:

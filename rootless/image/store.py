@@ -25,21 +25,36 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import re
-import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from rootless.errors import ConflictError, ImageError, NotFoundError, StorageError, UsageError
-from rootless.image.unpack import UnpackStats, label_for, remove_tree, unpack
 from rootless.state.atomic import atomic_write_json, fsync_dir, read_json
 from rootless.state.locks import FileLock
+
+if TYPE_CHECKING:
+    from rootless.image.unpack import UnpackStats
+
+# hashlib (OpenSSL's, ~2.5 ms) and rootless.image.unpack (tarfile, ~2 ms) are imported where blobs and
+# layers are written or removed: `rl run` only looks records and layers up.
+
+
+def _sha256(data: bytes = b"") -> Any:
+    import hashlib
+
+    return hashlib.sha256(data)
+
+
+def remove_tree(path: str | os.PathLike[str]) -> None:
+    from rootless.image.unpack import remove_tree as remove
+
+    remove(path)
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _HEX_PREFIX_RE = re.compile(r"^(?:sha256:)?([0-9a-f]{1,64})$")
@@ -65,7 +80,7 @@ def digest_hex(digest: str) -> str:
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
+    h = _sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
@@ -247,7 +262,7 @@ class _Work:
     """An item in S/tmp/ owned by this process: NAME plus NAME.lock, flocked while alive."""
 
     def __init__(self, tmp: Path, kind: str) -> None:
-        name = f"{kind}-{os.getpid()}-{secrets.token_hex(6)}"
+        name = f"{kind}-{os.getpid()}-{os.urandom(6).hex()}"
         self.path = tmp / name
         self.lock = FileLock(tmp / f"{name}.lock", timeout=0)
         if not self.lock.try_acquire():  # pragma: no cover - a fresh random name
@@ -287,7 +302,7 @@ class BlobWriter:
             raise StorageError(
                 f"cannot create {self._work.path}: {e.strerror}", "check the storage directory"
             ) from None
-        self._sha = hashlib.sha256()
+        self._sha = _sha256()
         self.offset = 0
         self.path: Path | None = None  # the published blob, after commit
         self._open = True
@@ -320,7 +335,7 @@ class BlobWriter:
             raise ValueError(f"cannot truncate blob {self.digest} to {offset} (have {self.offset} bytes)")
         self._f.flush()
         self._f.truncate(offset)
-        self._sha = hashlib.sha256()
+        self._sha = _sha256()
         self._f.seek(0)
         left = offset
         while left:
@@ -387,6 +402,8 @@ class LayerWriter:
     """A layer being unpacked into S/tmp; see Store.layer_writer."""
 
     def __init__(self, store: Store, diff_id: str, label: str) -> None:
+        from rootless.image.unpack import label_for
+
         self.diff_id = diff_id
         self.label = label or label_for(diff_id)
         self._store = store
@@ -406,6 +423,8 @@ class LayerWriter:
 
     def unpack(self, stream: BinaryIO, compression_kind: str | None = None, verify: bool = True) -> UnpackStats:
         """Extract ``stream`` (compression sniffed when None) and check it hashes to the diff id."""
+        from rootless.image.unpack import unpack
+
         self.stats = unpack(
             stream,
             self.path,
@@ -516,7 +535,7 @@ class Store:
 
     def put_blob(self, data: bytes, digest: str | None = None) -> str:
         """Store a small blob (manifest, config) and return its digest."""
-        digest = digest or "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = digest or "sha256:" + _sha256(data).hexdigest()
         if self.has_blob(digest):
             return digest
         with self.blob_writer(digest, len(data)) as w:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -365,5 +364,7 @@ def run_map_helper(
 
 
 def _run(argv: list[str]) -> tuple[int, str]:
+    import subprocess  # only when the namespace starts: ~1 ms for every other command
+
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
     return proc.returncode, proc.stderr + proc.stdout

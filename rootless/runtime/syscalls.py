@@ -8,7 +8,6 @@ real one is ``SYSCALLS``, and unit tests pass a recording fake.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 from typing import Any
@@ -130,7 +129,9 @@ def _libc() -> ctypes.CDLL:
     try:
         return ctypes.CDLL("libc.so.6", use_errno=True)
     except OSError:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so", use_errno=True)
+        from ctypes.util import find_library  # subprocess and shutil: only without glibc's soname
+
+        return ctypes.CDLL(find_library("c") or "libc.so", use_errno=True)
 
 
 def _encode(value: str | bytes | None) -> bytes | None:
