@@ -16,11 +16,12 @@ class RLError(Exception):
     """An error rl reports as one line: ``message: hint``."""
 
     exit_code = EXIT_RL
+    default_hint: str | None = None  # the hint when the raiser gives none
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = hint if hint is not None else self.default_hint
 
     def line(self) -> str:
         return f"{self.message}: {self.hint}" if self.hint else self.message
@@ -70,9 +71,11 @@ class CannotInvokeError(RLError):
     """The container command exists but cannot be executed (permission denied, not executable)."""
 
     exit_code = EXIT_CANNOT_INVOKE
+    default_hint = "the command must be an executable file in the image (not a directory, mode +x)"
 
 
 class CommandNotFoundError(RLError):
     """The container command was not found."""
 
     exit_code = EXIT_NOT_FOUND
+    default_hint = "check the command's name, or give its full path in the image"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import sys
 from typing import Any, ClassVar
 
@@ -193,11 +194,13 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as e:
         code = e.exit_code
     except click.ClickException as e:
-        # Docker answers a bad flag with exit 125.
-        msg = e.format_message()
-        sys.stderr.write(f"Error: {msg[0].lower() + msg[1:] if msg else msg}\n")
+        # Docker answers a bad flag with exit 125; its "See 'docker run --help'." becomes the hint of one line.
+        msg = " ".join(e.format_message().split()).rstrip(".")
+        msg = re.sub(r"\.\s+\(?Did you mean(.*?)\)?$", r"; did you mean\1", msg)
+        line = msg[0].lower() + msg[1:] if msg else msg
         if isinstance(e, click.UsageError) and e.ctx is not None:
-            sys.stderr.write(f"See '{e.ctx.command_path} --help'.\n")
+            line += f": see '{e.ctx.command_path} --help'"
+        sys.stderr.write(f"Error: {line}\n")
         code = EXIT_RL
     except click.exceptions.Abort:
         code = 130

@@ -215,7 +215,7 @@ def set_user_value(key: str, text: str, environ: Mapping[str, str] = os.environ)
             f"unknown setting {key!r}",
             "known settings: " + ", ".join(s.key for s in SETTINGS),
         )
-    value = parse_text(setting, text, "the command line")
+    value = parse_text(setting, text, "'rl config set'")
     path = user_config_path(environ)
     data = _read_toml(path) or {}
     section, name = key.split(".", 1)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rootless.errors import UsageError
+from rootless.network.dns import parse_add_host as _parse_hosts_entry
 
 
 @dataclass(frozen=True)
@@ -144,9 +145,9 @@ def parse_volume(spec: str, cwd: str | None = None) -> Mount:
     return Mount("volume", _container_path(dest, spec), source, readonly, kept)
 
 
-def _container_path(path: str, spec: str) -> str:
+def _container_path(path: str, spec: str, flag: str = "volume specification") -> str:
     if not path.startswith("/"):
-        raise UsageError(f"invalid volume specification {spec!r}: {path!r} is not an absolute path in the container",
+        raise UsageError(f"invalid {flag} {spec!r}: {path!r} is not an absolute path in the container",
                          "container paths start with /")
     return os.path.normpath(path)
 
@@ -159,10 +160,14 @@ def parse_mount(spec: str, cwd: str | None = None) -> Mount:
         if not item:
             continue
         key, sep, value = item.partition("=")
+        key = key.strip().lower()
+        if key not in (_MOUNT_KEYS if sep else _MOUNT_FLAGS):
+            raise UsageError(f"invalid --mount {spec!r}: unknown field {item!r}",
+                             "use type=bind|volume|tmpfs,source=...,target=/path[,readonly]")
         if sep:
-            fields[key.strip().lower()] = value.strip()
+            fields[key] = value.strip()
         else:
-            flags.add(key.strip().lower())
+            flags.add(key)
     kind = fields.get("type", "volume")
     target = fields.get("target") or fields.get("destination") or fields.get("dst")
     if not target:
@@ -173,17 +178,18 @@ def parse_mount(spec: str, cwd: str | None = None) -> Mount:
         if not source:
             raise UsageError(f"invalid --mount {spec!r}: a bind needs source=", "add source=/host/path")
         host = os.path.abspath(os.path.join(cwd or os.getcwd(), os.path.expanduser(source)))
-        return Mount("bind", _container_path(target, spec), host, readonly)
+        return Mount("bind", _container_path(target, spec, "--mount"), host, readonly)
     if kind == "tmpfs":
         opts = []
         if "tmpfs-size" in fields:
             opts.append(f"size={fields['tmpfs-size']}")
         if "tmpfs-mode" in fields:
             opts.append(f"mode={fields['tmpfs-mode']}")
-        return Mount("tmpfs", _container_path(target, spec), "tmpfs", readonly, tuple(opts))
+        _check_tmpfs_options(opts, spec, "--mount")
+        return Mount("tmpfs", _container_path(target, spec, "--mount"), "tmpfs", readonly, tuple(opts))
     if kind == "volume":
         source = fields.get("source") or fields.get("src") or ""
-        return Mount("volume", _container_path(target, spec), source, readonly)
+        return Mount("volume", _container_path(target, spec, "--mount"), source, readonly)
     raise UsageError(f"invalid --mount {spec!r}: unknown type {kind!r}", "use type=bind, type=tmpfs or type=volume")
 
 
@@ -192,15 +198,55 @@ def parse_tmpfs(spec: str) -> Mount:
     dest, _, opts = spec.partition(":")
     options = tuple(o for o in opts.split(",") if o)
     readonly = "ro" in options
-    return Mount("tmpfs", _container_path(dest, spec), "tmpfs", readonly, tuple(o for o in options if o != "ro"))
+    _check_tmpfs_options(options, spec, "--tmpfs")
+    return Mount("tmpfs", _container_path(dest, spec, "--tmpfs"), "tmpfs", readonly,
+                 tuple(o for o in options if o != "ro"))
+
+
+# --mount's fields as docker and podman take them (the ones rl does not act on are accepted and ignored)
+_MOUNT_KEYS = {"type", "source", "src", "target", "destination", "dst", "readonly", "ro", "consistency",
+               "bind-propagation", "bind-nonrecursive", "bind-recursive", "volume-driver", "volume-label",
+               "volume-nocopy", "volume-opt", "volume-subpath", "tmpfs-size", "tmpfs-mode", "relabel", "chown",
+               "idmap"}
+_MOUNT_FLAGS = {"readonly", "ro", "rw", "volume-nocopy", "bind-nonrecursive", "z", "u", "nosuid", "suid",
+                "nodev", "dev", "noexec", "exec", "tmpcopyup", "notmpcopyup", "idmap"}
+# tmpfs options the kernel takes: flags, and NAME=VALUE with the pattern of the value
+_TMPFS_FLAGS = {"ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync", "async", "dirsync",
+                "noatime", "atime", "nodiratime", "diratime", "relatime", "norelatime", "strictatime",
+                "nostrictatime", "private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable",
+                "runbindable"}
+_TMPFS_VALUES = {
+    "size": (r"\d+[kKmMgGtTpPeE]?|\d+%", "a size such as 64m, 1g or 50%"),
+    "nr_blocks": (r"\d+[kKmMgGtTpPeE]?|\d+%", "a number of blocks"),
+    "nr_inodes": (r"\d+[kKmMgGtTpPeE]?|\d+%", "a number of inodes"),
+    "mode": (r"[0-7]{1,4}", "an octal mode such as 1777"),
+    "uid": (r"\d+", "a numeric uid"),
+    "gid": (r"\d+", "a numeric gid"),
+}
+
+
+def _check_tmpfs_options(options: tuple[str, ...] | list[str], spec: str, flag: str) -> None:
+    """Refuse what the kernel would refuse with a bare EINVAL when the container starts."""
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep:
+            if option not in _TMPFS_FLAGS:
+                raise UsageError(f"invalid tmpfs option {option!r} in {flag} {spec!r}",
+                                 "use size=, mode=, uid=, gid=, nr_inodes=, ro, noexec, nosuid or nodev")
+            continue
+        if name not in _TMPFS_VALUES:
+            raise UsageError(f"invalid tmpfs option {option!r} in {flag} {spec!r}",
+                             "use size=, mode=, uid=, gid=, nr_inodes=, ro, noexec, nosuid or nodev")
+        pattern, expected = _TMPFS_VALUES[name]
+        if not re.fullmatch(pattern, value):
+            raise UsageError(f"invalid tmpfs option {option!r} in {flag} {spec!r}: {value!r} is not {expected}",
+                             f"e.g. {flag} /tmp:size=64m,mode=1777" if flag == "--tmpfs"
+                             else "e.g. --mount type=tmpfs,target=/tmp,tmpfs-size=64m,tmpfs-mode=1777")
 
 
 def parse_add_host(spec: str) -> tuple[str, str]:
-    """``--add-host name:ip`` (docker) or ``name=ip``."""
-    name, sep, ip = spec.partition("=") if "=" in spec else spec.partition(":")
-    if not sep or not name or not ip:
-        raise UsageError(f"invalid --add-host {spec!r}", "use --add-host NAME:IP")
-    return name, ip.strip("[]")
+    """``--add-host name:ip`` (docker) or ``name=ip``; the IP must be an address or ``host-gateway``."""
+    return _parse_hosts_entry(spec)
 
 
 def parse_userns(value: str) -> str:

@@ -40,6 +40,13 @@ _MACHINE_TO_ARCH: dict[str, tuple[str, str]] = {
     "loongarch64": ("loong64", ""),
 }
 
+# Go's GOARCH values (what containerd calls known architectures), after normalisation
+_KNOWN_ARCHES = frozenset({
+    "386", "amd64", "amd64p32", "arm", "armbe", "arm64", "arm64be", "loong64", "mips", "mipsle", "mips64",
+    "mips64le", "mips64p32", "mips64p32le", "ppc", "ppc64", "ppc64le", "riscv", "riscv64", "s390", "s390x",
+    "sparc", "sparc64", "wasm",
+})
+
 T = TypeVar("T")
 
 
@@ -97,7 +104,12 @@ def parse_platform(text: str) -> Platform:
         if parts[0].lower() in ("linux", "windows", "darwin", "freebsd"):
             raise UsageError(f"invalid platform {text!r}: an architecture is required",
                              "use e.g. --platform linux/amd64")
-        return normalize("linux", parts[0])
+        plat = normalize("linux", parts[0])
+        if plat.architecture not in _KNOWN_ARCHES:
+            # containerd is strict about a lone word too: it cannot tell a typo from an architecture
+            raise UsageError(f"invalid platform {text!r}: unknown operating system or architecture",
+                             "use e.g. --platform linux/amd64 or --platform linux/arm64")
+        return plat
     variant = parts[2] if len(parts) == 3 else ""
     return normalize(parts[0], parts[1], variant)
 

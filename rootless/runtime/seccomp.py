@@ -95,11 +95,15 @@ def load_profile(path: str) -> dict[str, Any]:
         with open(path) as f:
             data = json.load(f)
     except OSError as e:
-        raise ConfigError(f"cannot read seccomp profile {path}: {e.strerror}") from None
+        reason = (e.strerror or str(e)).lower()
+        raise ConfigError(f"cannot read seccomp profile {path}: {reason}",
+                          "give the path of a docker seccomp JSON file, or --security-opt seccomp=unconfined") from None
     except json.JSONDecodeError as e:
-        raise ConfigError(f"seccomp profile {path} is not valid JSON: {e}") from None
+        raise ConfigError(f"seccomp profile {path} is not valid JSON: {e.msg.lower()} at line {e.lineno}",
+                          "fix the file; docker's default profile is a valid example") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"seccomp profile {path}: expected a JSON object")
+        raise ConfigError(f"seccomp profile {path}: expected a JSON object",
+                          "a docker seccomp profile is an object with defaultAction and syscalls")
     return data
 
 

@@ -390,6 +390,9 @@ def login(app: AppContext, registry: str, username: str | None, password: str | 
         if not username:
             raise UsageError("--password-stdin needs --username", "pass -u USER")
         password = sys.stdin.read().rstrip("\r\n")
+        if not password:
+            raise UsageError(f"cannot log in to {registry}: --password-stdin read an empty password",
+                             f"pipe it in: echo \"$TOKEN\" | rl login -u {username} --password-stdin {registry}")
     interactive = sys.stdin.isatty()
     if not username:
         if not interactive:

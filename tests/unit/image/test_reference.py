@@ -204,7 +204,7 @@ def test_parse_platform(text: str, expected: str) -> None:
     assert str(parse_platform(text)) == expected
 
 
-@pytest.mark.parametrize("text", ["", "linux/", "/amd64", "linux/arm/v7/x", "linux", "a//b"])
+@pytest.mark.parametrize("text", ["", "linux/", "/amd64", "linux/arm/v7/x", "linux", "a//b", "nonsense"])
 def test_parse_platform_invalid(text: str) -> None:
     with pytest.raises(UsageError):
         parse_platform(text)
