@@ -1027,6 +1027,13 @@ class _Monitor:
                 for queued in client.queue:
                     client.sock.send(queued)
                 client.sock.send(packet)
+                client.sock.shutdown(socket.SHUT_WR)
+                # Read what the client still sends (its stdin, its close) until it hangs up: a unix
+                # socket closed with unread data resets its peer, which then loses the exit code it
+                # has not read yet.
+                client.sock.settimeout(1.0)
+                while client.sock.recv(MAX_PACKET):
+                    pass
             except OSError:
                 pass
             client.sock.close()
