@@ -173,13 +173,10 @@ class NetworkDriver(abc.ABC):
 
 
 def start_time(pid: int) -> int:
-    """Field 22 of /proc/PID/stat (0 when the process is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-        return int(text[text.rindex(")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return 0
+    """Field 22 of /proc/PID/stat (0 when the process is gone or a zombie)."""
+    from rootless.procfs import start_time as read_start_time
+
+    return read_start_time(pid) or 0
 
 
 def alive(pid: int, started: int) -> bool:

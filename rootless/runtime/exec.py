@@ -41,6 +41,7 @@ from socket import socket
 from typing import NoReturn
 
 from rootless.errors import ConflictError, RuntimeSetupError, UsageError
+from rootless.procfs import start_time as _start_time
 from rootless.runtime import capabilities, messages, process
 from rootless.runtime.process import ContainerProcess
 from rootless.runtime.spec import DEFAULT_PATH, ContainerSpec, User
@@ -72,18 +73,6 @@ class ExecOptions:
     tty: bool = False
     privileged: bool = False  # every capability, no seccomp (docker exec --privileged)
     console_size: tuple[int, int] | None = None  # (rows, columns) with tty
-
-
-def _start_time(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read()
-    except OSError:
-        return None
-    rest = text[text.rindex(b")") + 2:].split()
-    if rest[0] in (b"Z", b"X", b"x"):
-        return None
-    return int(rest[19])
 
 
 def _not_running(pid: int) -> ConflictError:

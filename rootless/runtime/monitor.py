@@ -83,6 +83,7 @@ import socket
 import sys
 import time
 
+from rootless.procfs import start_time as _start_time
 from rootless.runtime import logs
 
 TYPE_CHECKING = False  # typing would cost the idle monitor ~1 MB
@@ -277,19 +278,6 @@ def _read_json(path: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat, or None when there is no such process (zombies count as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read()
-    except OSError:
-        return None
-    rest = text[text.rindex(b")") + 2:].split()
-    if rest[0] in (b"Z", b"X", b"x"):
-        return None
-    return int(rest[19])
 
 
 def _exit_code(status: int) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rootless.errors import ConflictError, NotFoundError, StorageError, UsageError
+from rootless.procfs import start_time
 from rootless.state import atomic, locks
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -113,17 +114,7 @@ def _boot_id() -> str:
 
 def process_start_time(pid: int, proc: Path = Path("/proc")) -> int | None:
     """Field 22 of /proc/PID/stat (clock ticks since boot), or None when there is no such process."""
-    try:
-        text = (proc / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    try:
-        fields = text[text.rindex(")") + 2 :].split()
-        if fields[0] in ("Z", "X", "x"):  # a zombie has ended
-            return None
-        return int(fields[19])
-    except (ValueError, IndexError):
-        return None
+    return start_time(pid, str(proc))
 
 
 class ContainerStore:
