@@ -246,3 +246,25 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def isolated_rl_env(base: Path, passthrough: Iterable[str], default_user: str = "") -> dict[str, str]:
+    """An environment for black-box `rl` runs: a fresh home, config, store and private runtime dir
+    under ``base``, no system config; ``passthrough`` names variables copied from ours."""
+    home = base / "home"
+    home.mkdir()
+    runtime = base / "xdg-run"
+    runtime.mkdir(mode=0o700)
+    env = {
+        "HOME": str(home),
+        "USER": os.environ.get("USER", default_user),
+        "LOGNAME": os.environ.get("LOGNAME", default_user),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_RUNTIME_DIR": str(runtime),
+        "RL_SYSTEM_CONFIG": str(base / "etc-rl.toml"),
+    }
+    env.update({name: os.environ[name] for name in passthrough if name in os.environ})
+    return env

@@ -52,3 +52,13 @@ def human_duration(seconds: float) -> str:
     if hours < 24 * 365 * 2:
         return f"{hours // 24 // 30} months"
     return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+def print_pruned(kind: str, lines: Sequence[str], reclaimed: str = "0B") -> None:
+    """docker's prune report: "Deleted KIND:" and one line each (nothing when empty), then the total."""
+    if lines:
+        click.echo(f"Deleted {kind}:")
+        for line in lines:
+            click.echo(line)
+        click.echo("")
+    click.echo(f"Total reclaimed space: {reclaimed}")

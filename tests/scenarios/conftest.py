@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import isolated_rl_env
 from tests.system.conftest import Result, rl_command
 
 SCENARIO_ENV = "RL_SCENARIO"
@@ -90,25 +91,7 @@ def requires_command(*words: str) -> None:
 @pytest.fixture
 def scenario_env(tmp_path: Path) -> dict[str, str]:
     """An isolated home, config and store for rl, with a private runtime dir; no registry."""
-    home = tmp_path / "home"
-    home.mkdir()
-    runtime = tmp_path / "xdg-run"
-    runtime.mkdir(mode=0o700)
-    env = {
-        "HOME": str(home),
-        "USER": os.environ.get("USER", ""),
-        "LOGNAME": os.environ.get("LOGNAME", ""),
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LANG": "C.UTF-8",
-        "XDG_DATA_HOME": str(home / ".local" / "share"),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_RUNTIME_DIR": str(runtime),
-        "RL_SYSTEM_CONFIG": str(tmp_path / "etc-rl.toml"),
-    }
-    for name in ("TMPDIR", "RL_TEST_REGISTRY"):
-        if name in os.environ:
-            env[name] = os.environ[name]
-    return env
+    return isolated_rl_env(tmp_path, ("TMPDIR", "RL_TEST_REGISTRY"))
 
 
 RunRl = Callable[..., Result]

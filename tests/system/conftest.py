@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import isolated_rl_env
+
 
 @dataclass
 class Result:
@@ -35,25 +37,7 @@ def rl_command() -> list[str]:
 
 @pytest.fixture
 def rl_env(tmp_path: Path) -> dict[str, str]:
-    home = tmp_path / "home"
-    home.mkdir()
-    runtime = tmp_path / "xdg-run"
-    runtime.mkdir(mode=0o700)
-    env = {
-        "HOME": str(home),
-        "USER": os.environ.get("USER", "rltest"),
-        "LOGNAME": os.environ.get("LOGNAME", "rltest"),
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LANG": "C.UTF-8",
-        "XDG_DATA_HOME": str(home / ".local" / "share"),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_RUNTIME_DIR": str(runtime),
-        "RL_SYSTEM_CONFIG": str(tmp_path / "etc-rl.toml"),
-    }
-    for name in ("RL_TEST_REGISTRY", "RL_TEST_DEBIAN_TAR", "TMPDIR"):
-        if name in os.environ:
-            env[name] = os.environ[name]
-    return env
+    return isolated_rl_env(tmp_path, ("RL_TEST_REGISTRY", "RL_TEST_DEBIAN_TAR", "TMPDIR"), default_user="rltest")
 
 
 RunRl = Callable[..., Result]

@@ -675,13 +675,9 @@ def prune(app: AppContext, force: bool, filters: tuple[str, ...]) -> None:
     if not force and not click.confirm("WARNING! This will remove all stopped containers. Are you sure you want "
                                        "to continue?", default=False):
         return
-    removed = lifecycle.prune(_env(app))
-    if removed:
-        click.echo("Deleted Containers:")
-        for cid in removed:
-            click.echo(cid)
-        click.echo("")
-    click.echo("Total reclaimed space: 0B")
+    from rootless.cli.output import print_pruned
+
+    print_pruned("Containers", lifecycle.prune(_env(app)))
 
 
 @click.command("exists", help="Exit 0 when the container exists, 1 when it does not (podman).")

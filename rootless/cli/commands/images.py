@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 from rootless.cli.context import AppContext, pass_app
-from rootless.cli.output import human_duration
+from rootless.cli.output import human_duration, print_pruned
 from rootless.errors import NotFoundError, RLError, UsageError
 
 if TYPE_CHECKING:
@@ -515,16 +515,10 @@ def prune(app: AppContext, all_images: bool, force: bool) -> None:
                              default=False):
             return
     result = engine_for(app).prune(all_images)
+    lines = [f"untagged: {familiar(n)}" for n in result.untagged]
     if result.untagged or result.deleted:
-        click.echo("Deleted Images:")
-        for n in result.untagged:
-            click.echo(f"untagged: {familiar(n)}")
-        for i in result.deleted:
-            click.echo(f"deleted: {i}")
-        for layer in result.layers_removed:
-            click.echo(f"deleted: {layer}")
-        click.echo("")
-    click.echo(f"Total reclaimed space: {human_size(result.reclaimed)}")
+        lines += [f"deleted: {i}" for i in [*result.deleted, *result.layers_removed]]
+    print_pruned("Images", lines, human_size(result.reclaimed))
 
 
 @click.command("exists", help="Exit 0 when the image is in the store, 1 when not.")

@@ -143,13 +143,9 @@ def prune(app: AppContext, force: bool, all_: bool) -> None:
         return
     store = _store(app)
     _enter(app)
-    removed = store.prune()
-    if removed:
-        click.echo("Deleted Volumes:")
-        for name in removed:
-            click.echo(name)
-        click.echo("")
-    click.echo("Total reclaimed space: 0B")
+    from rootless.cli.output import print_pruned
+
+    print_pruned("Volumes", store.prune())
 
 
 @volume.command("exists", help="Exit 0 when the volume exists, 1 when it does not (podman).")
