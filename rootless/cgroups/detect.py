@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 import pwd
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from rootless.cgroups.host import CGROUP_ROOT, Host
 from rootless.errors import HostError
+from rootless.records import record
 
 # The controllers rl uses, and the ones an admin should delegate.
 RL_CONTROLLERS = ("cpu", "cpuset", "io", "memory", "pids")
@@ -148,7 +149,7 @@ def _user_name(uid: int) -> str:
         return os.environ.get("USER") or str(uid)
 
 
-@dataclass
+@record
 class CgroupInfo:
     """What ``detect`` found. ``delegated`` is a directory (absolute host path) the user may manage."""
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
+
+from rootless.records import record
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -26,7 +28,7 @@ def _real_statfs(path: str) -> int:
     return SYSCALLS.statfs_type(path)
 
 
-@dataclass
+@record
 class Host:
     """Reads and writes under ``root``; ``statfs`` returns f_type of a host path (raises OSError)."""
 
@@ -95,7 +97,7 @@ class Host:
         return self.path("/run/systemd/system").is_dir()
 
 
-@dataclass
+@record
 class FakeHost(Host):
     """A cgroupfs imitation in a plain directory tree, for unit tests.
 

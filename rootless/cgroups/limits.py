@@ -8,9 +8,10 @@ they must be made; ``Limits.controllers()`` names the controllers that have to b
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
 from rootless.errors import UsageError
+from rootless.records import record
 
 CPU_PERIOD = 100_000  # docker's and the kernel's default cpu.max period (µs)
 MIN_MEMORY = 6 * 1024 * 1024  # docker: "Minimum memory limit allowed is 6MB"
@@ -43,7 +44,7 @@ def blkio_to_io_weight(weight: int) -> int:
     return 1 + ((weight - 10) * 9999) // 990
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Limits:
     """Checked limits; None means "not asked for". Sizes are bytes."""
 

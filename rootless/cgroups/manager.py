@@ -20,12 +20,12 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass
 
 from rootless.cgroups.detect import RL_CONTROLLERS, CgroupInfo, controllers, detect, problem, subtree_control
 from rootless.cgroups.host import Host
 from rootless.cgroups.limits import Limits, limit_files
 from rootless.errors import ConflictError, HostError, RuntimeSetupError, UsageError
+from rootless.records import record
 
 log = logging.getLogger("rl")
 
@@ -109,7 +109,7 @@ def enable_path(
     return directory, enabled
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Stats:
     """One sample of a leaf's counters. None: the controller is not enabled there."""
 
@@ -145,7 +145,7 @@ def _number(text: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-@dataclass
+@record
 class Leaf:
     """A container's cgroup: an absolute directory under the delegated subtree."""
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from rootless.records import record
 
 if TYPE_CHECKING:
     from rootless.config.dirs import Dirs
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("rl")
 
 
-@dataclass
+@record
 class AppContext:
     debug: bool = False
     flags: dict[str, Any] = field(default_factory=dict)

@@ -13,15 +13,16 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from rootless.errors import UsageError
+from rootless.records import record
 
 _ACTION = re.compile(r"{{-?\s*(.*?)\s*-?}}", re.S)
 
 
-@dataclass
+@record
 class _Node:
     kind: str  # text, expr, if, range
     value: str = ""

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from rootless.errors import HostError
+from rootless.records import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Dirs:
     storage: Path  # images, layers, containers, volumes
     runroot: Path  # pids, sockets, locks that die with a reboot

@@ -6,14 +6,15 @@ keeps the two in step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+from rootless.records import record
 
 # Types a setting may have. "list" is a list of strings; "table" maps a string to a list of strings.
 KINDS = ("str", "int", "float", "bool", "list", "table")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Setting:
     key: str  # "section.name"
     kind: str

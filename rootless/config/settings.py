@@ -10,12 +10,13 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from rootless.config.schema import BY_KEY, SETTINGS, Setting
 from rootless.errors import ConfigError
+from rootless.records import record
 
 SYSTEM_CONFIG = "/etc/rl/rl.toml"
 
@@ -36,7 +37,7 @@ def user_config_path(environ: Mapping[str, str] = os.environ) -> Path:
     return Path(platformdirs.user_config_dir("rl", appauthor=False)) / "rl.toml"
 
 
-@dataclass
+@record
 class Settings:
     values: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)

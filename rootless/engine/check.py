@@ -21,11 +21,12 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from rootless.errors import RLError
+from rootless.records import record
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 STATUSES = (PASS, WARN, FAIL, SKIP)
@@ -44,7 +45,7 @@ _RUNTIME_FIX = (
 )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Check:
     id: str
     title: str
@@ -56,7 +57,7 @@ class Check:
         return {"id": self.id, "title": self.title, "status": self.status, "detail": self.detail, "fix": self.fix}
 
 
-@dataclass
+@record
 class Context:
     """What the checks read: settings (key -> value), directories, who runs rl, the environment."""
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from rootless.records import record
 
-@dataclass(frozen=True)
+
+@record(frozen=True)
 class EngineEnv:
     storage: Path
     runroot: Path

@@ -22,12 +22,12 @@ import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from rootless.engine.env import EngineEnv
 from rootless.errors import NotFoundError, RLError, UsageError
+from rootless.records import record
 from rootless.state.containers import ContainerRecord, ContainerStore
 
 WHITEOUT_PREFIX = ".wh."
@@ -38,7 +38,7 @@ RUNTIME_PATHS = ("/proc", "/sys", "/dev", "/etc/hosts", "/etc/hostname", "/etc/r
                  "/dev/shm", "/dev/pts", "/dev/mqueue")
 
 
-@dataclass
+@record
 class Change:
     kind: str  # "A", "C" or "D"
     path: str  # absolute, in the container

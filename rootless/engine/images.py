@@ -22,7 +22,6 @@ import os
 import shlex
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
@@ -32,6 +31,7 @@ from rootless.engine.registries import RegistryOptions, mirrors_table
 from rootless.errors import ImageError, NotFoundError, RLError, UsageError
 from rootless.image import reference as refs
 from rootless.image.platform import Platform, matches, normalize
+from rootless.records import record
 
 if TYPE_CHECKING:
     from rootless.config.dirs import Dirs
@@ -91,7 +91,7 @@ def parse_created(text: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-@dataclass
+@record
 class ImageRow:
     """One line of ``rl images``: an image under one of its names (or none)."""
 

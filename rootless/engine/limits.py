@@ -24,7 +24,7 @@ import os
 import signal as signals
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from typing import Any
 
 from rootless.cgroups import CgroupInfo, Leaf, Limits, Stats, cpu_percent, detect, no_cgroup, problem
@@ -34,6 +34,7 @@ from rootless.cgroups.host import Host
 from rootless.engine.env import EngineEnv
 from rootless.engine.runopts import RunOptions
 from rootless.errors import ConflictError, HostError, RLError, UsageError
+from rootless.records import record
 from rootless.state.containers import ContainerRecord, ContainerStore
 
 log = logging.getLogger("rl")
@@ -72,7 +73,7 @@ def requested(env: EngineEnv, opts: RunOptions) -> Limits:
     return parse_limits(values)
 
 
-@dataclass
+@record
 class Plan:
     """What the run will do about cgroups: ``cgroup`` False means no leaf at all."""
 
@@ -346,7 +347,7 @@ def host_memory() -> int:
     return 0
 
 
-@dataclass
+@record
 class Sampled:
     record: ContainerRecord
     stats: Stats | None  # None: no cgroup to read
@@ -354,13 +355,13 @@ class Sampled:
 
 def sample(records: Sequence[ContainerRecord]) -> list[Sampled]:
     out = []
-    for record in records:
-        leaf = leaf_of(record)
+    for rec in records:
+        leaf = leaf_of(rec)
         stats = None
-        if leaf is not None and record.running:
+        if leaf is not None and rec.running:
             with contextlib.suppress(OSError):
                 stats = leaf.stats()
-        out.append(Sampled(record, stats))
+        out.append(Sampled(rec, stats))
     return out
 
 

@@ -24,7 +24,6 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
 from rootless.engine import progress as pr
@@ -37,6 +36,7 @@ from rootless.image.platform import Platform, host_platform, matches
 from rootless.image.registry import RegistryClient
 from rootless.image.store import BlobWriter, ImageRecord, Store
 from rootless.image.unpack import label_for
+from rootless.records import record
 
 log = logging.getLogger("rl")
 
@@ -45,7 +45,7 @@ _QUEUE_CHUNKS = 64  # 64 x 256 KiB of downloaded bytes may wait for the unpacker
 _EOF: Any = None
 
 
-@dataclass
+@record
 class PullResult:
     record: ImageRecord
     reference: refs.Reference  # the candidate that answered
@@ -61,7 +61,7 @@ def _is_fallback_error(e: RLError) -> bool:
     return isinstance(e, NotFoundError | AuthError | RegistryError)
 
 
-@dataclass
+@record
 class Resolved:
     """The manifest a reference resolved to (through an index for the wanted platform)."""
 
@@ -247,7 +247,7 @@ class _TeeSink:
             self.unpacker.abort()
 
 
-@dataclass
+@record
 class _LayerJob:
     desc: mf.Descriptor
     diff_id: str
@@ -423,7 +423,7 @@ def pull_image(store: Store, text: str, opts: RegistryOptions, *, platform: Plat
 # ----------------------------------------------------------------------------------------- push
 
 
-@dataclass
+@record
 class PushResult:
     reference: refs.Reference
     digest: str

@@ -7,18 +7,19 @@ an image already in the store) import nothing of it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rootless.image import reference as refs
+from rootless.records import record
 
 if TYPE_CHECKING:
     from rootless.image.auth import Credentials
     from rootless.image.registry import RegistryClient
 
 
-@dataclass
+@record
 class RegistryOptions:
     """Where and how to reach registries: plain data made from the settings by the engine."""
 

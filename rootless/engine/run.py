@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,13 @@ from rootless.engine import network as network_glue
 from rootless.engine.env import EngineEnv
 from rootless.engine.runopts import RunOptions
 from rootless.errors import RLError, UsageError
+from rootless.records import record
 from rootless.state.containers import ContainerRecord, ContainerStore, new_id, now_rfc3339, process_start_time
 
 log = logging.getLogger("rl")
 
 
-@dataclass
+@record
 class Prepared:
     """A created container, mounted and ready to launch."""
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from rootless.errors import UsageError
 from rootless.network.dns import parse_add_host as _parse_hosts_entry
+from rootless.records import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Mount:
     type: str  # bind, tmpfs, volume
     destination: str
@@ -24,7 +25,7 @@ class Mount:
     options: tuple[str, ...] = ()  # for tmpfs: size=, mode=; for binds: propagation etc.
 
 
-@dataclass
+@record
 class RunOptions:
     image: str
     command: list[str] = field(default_factory=list)

@@ -7,13 +7,14 @@ Entrypoint/Cmd, Env, WorkingDir, User, capabilities, security options) are unit-
 from __future__ import annotations
 
 import signal as signals
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from rootless.engine.runopts import Mount as UserMount
 from rootless.engine.runopts import RunOptions, merge_env
 from rootless.engine.users import User as ResolvedUser
 from rootless.errors import UsageError
+from rootless.records import record
 from rootless.runtime import capabilities
 from rootless.runtime.spec import (
     DEFAULT_MASKED_PATHS,
@@ -28,7 +29,7 @@ from rootless.runtime.spec import (
 )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ImageDefaults:
     """The parts of an image config that shape a container."""
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from rootless.errors import UsageError
+from rootless.records import record
 
 MAX_ID = 4294967294  # (uid_t)-1 means "no change" to the kernel
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class User:
     uid: int
     gid: int

@@ -34,7 +34,7 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -42,6 +42,7 @@ from rootless.errors import ImageError, NotFoundError, UsageError
 from rootless.image import compression
 from rootless.image.store import ImageRecord, Store, digest_hex, now_iso
 from rootless.image.unpack import label_for
+from rootless.records import record
 
 DOCKER_ARCHIVE = "docker-archive"
 OCI_ARCHIVE = "oci-archive"
@@ -103,7 +104,7 @@ def platform_of(config: dict[str, Any]) -> dict[str, str]:
 # ---- reading -------------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class ArchiveLayer:
     member: str  # path inside the archive
     diff_id: str  # from the config
@@ -112,7 +113,7 @@ class ArchiveLayer:
     size: int  # bytes of the member
 
 
-@dataclass
+@record
 class ArchiveImage:
     config: bytes
     config_digest: str
@@ -403,7 +404,7 @@ def _platform_matches(p: dict[str, Any], want: dict[str, str]) -> bool:
 # ---- loading into the store ------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class LoadedImage:
     record: ImageRecord
     names: list[str]

@@ -24,11 +24,12 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from rootless.errors import AuthError, ConfigError, UsageError
+from rootless.records import record
 
 log = logging.getLogger("rl")
 
@@ -40,7 +41,7 @@ DOCKER_HUB_ALIASES = frozenset({
 DOCKER_HUB_LEGACY_KEY = "https://index.docker.io/v1/"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Credentials:
     """A username and password, or an identity (refresh) token. Never printed in full."""
 

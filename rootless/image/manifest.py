@@ -9,11 +9,12 @@ foreign / non-distributable layers are refused since their bytes live outside th
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from rootless.errors import ImageError
 from rootless.image.platform import Platform, best_match, normalize
+from rootless.records import record
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -105,7 +106,7 @@ def _bad_config(where: str, reason: str) -> ImageError:
                       "the registry serves a malformed image; ask its publisher to push it again")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Descriptor:
     media_type: str
     digest: str
@@ -125,7 +126,7 @@ class Descriptor:
             self.platform is not None and self.platform.os == "unknown")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ImageManifest:
     media_type: str
     config: Descriptor
@@ -133,7 +134,7 @@ class ImageManifest:
     annotations: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ImageIndex:
     media_type: str
     manifests: tuple[Descriptor, ...]
@@ -324,7 +325,7 @@ def choose_platform(index: ImageIndex, want: Platform, where: str) -> Descriptor
     )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HistoryEntry:
     created: str = ""
     created_by: str = ""
@@ -332,7 +333,7 @@ class HistoryEntry:
     empty_layer: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ImageConfig:
     architecture: str
     os: str

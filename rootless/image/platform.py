@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import platform as _stdlib_platform
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 from rootless.errors import UsageError
+from rootless.records import record
 
 _MACHINE_TO_ARCH: dict[str, tuple[str, str]] = {
     "x86_64": ("amd64", ""),
@@ -50,7 +50,7 @@ _KNOWN_ARCHES = frozenset({
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Platform:
     os: str
     architecture: str

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from rootless.errors import ImageError
+from rootless.records import record
 
 DEFAULT_REGISTRY = "docker.io"
 LEGACY_DEFAULT_REGISTRY = "index.docker.io"
@@ -44,7 +44,7 @@ SHA256_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 _HEX64_RE = re.compile(r"^[a-f0-9]{64}$")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Reference:
     """A fully qualified image reference: ``registry/repository[:tag][@digest]``."""
 

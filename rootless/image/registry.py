@@ -38,7 +38,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import IO, Protocol, TypeVar
 
 from rootless import __version__
@@ -46,6 +46,7 @@ from rootless.errors import AuthError, ImageError, NotFoundError, RegistryError
 from rootless.image.auth import Credentials, auth_failed
 from rootless.image.manifest import ACCEPT, MANIFEST_TYPES, MAX_MANIFEST_SIZE, sha256_digest
 from rootless.image.reference import SHA256_RE
+from rootless.records import record
 
 log = logging.getLogger("rl")
 
@@ -124,7 +125,7 @@ class _CannotRestart(Exception):
 # --------------------------------------------------------------------------------- WWW-Authenticate
 
 
-@dataclass
+@record
 class Challenge:
     scheme: str  # lowercase: "bearer", "basic"
     params: dict[str, str] = field(default_factory=dict)
@@ -374,7 +375,7 @@ class Transport:
 # -------------------------------------------------------------------------------------- endpoints
 
 
-@dataclass
+@record
 class _Token:
     value: str
     expires: float
@@ -1244,7 +1245,7 @@ class RegistryClient:
         self._retrying(f"deleting {self.registry}/{repo}@{digest}", attempt)
 
 
-@dataclass
+@record
 class _BlobState:
     size: int
     offset: int = 0

@@ -29,12 +29,13 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from rootless.errors import ConflictError, ImageError, NotFoundError, StorageError, UsageError
+from rootless.records import record
 from rootless.state.atomic import atomic_write_json, fsync_dir, read_json
 from rootless.state.locks import FileLock
 
@@ -87,7 +88,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-@dataclass
+@record
 class ImageRecord:
     """What the store knows of an image; ``id`` is the config digest."""
 
@@ -172,7 +173,7 @@ class ImageRecord:
             raise ImageError(f"image record {self.id!r} is invalid: its id is not its config digest")
 
 
-@dataclass
+@record
 class LayerInfo:
     diff_id: str
     size: int
@@ -203,7 +204,7 @@ class LayerInfo:
         )
 
 
-@dataclass
+@record
 class RemoveResult:
     untagged: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)  # image ids
@@ -219,7 +220,7 @@ class RemoveResult:
         self.reclaimed += other.reclaimed
 
 
-@dataclass
+@record
 class Problem:
     kind: str  # blob-corrupt, blob-stray, layer-incomplete, layer-corrupt, image-corrupt,
     # image-missing-blob, image-missing-layer, tag-dangling, repositories-corrupt, tmp-stale, temp-file
@@ -230,7 +231,7 @@ class Problem:
         return f"{self.kind}: {self.path}: {self.detail}"
 
 
-@dataclass
+@record
 class ImageUsage:
     id: str
     repo_tags: list[str]
@@ -240,7 +241,7 @@ class ImageUsage:
     in_use: bool
 
 
-@dataclass
+@record
 class DiskUsage:
     images: list[ImageUsage]
     images_size: int  # bytes of distinct layers referenced by images

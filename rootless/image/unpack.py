@@ -33,11 +33,12 @@ import stat
 import tarfile
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, BinaryIO, Literal
 
 from rootless.errors import ImageError, RLError, StorageError
 from rootless.image import compression
+from rootless.records import record
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ _CORRUPT_HINT = "the layer is damaged; pull or load the image again"
 Whiteouts = Literal["overlay", "apply"]
 
 
-@dataclass
+@record
 class UnpackStats:
     diff_id: str = ""  # sha256 of the uncompressed tar, "sha256:<hex>"
     size: int = 0  # bytes of the uncompressed tar

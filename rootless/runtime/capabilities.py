@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from rootless.errors import RuntimeSetupError, UsageError
+from rootless.records import record
 from rootless.runtime.syscalls import Syscalls
 
 # include/uapi/linux/capability.h
@@ -121,7 +122,7 @@ def names_of(value: int) -> list[str]:
     return [CAPABILITY_NAMES[i] for i in range(LAST_CAP + 1) if value >> i & 1]
 
 
-@dataclass
+@record
 class CapabilitySets:
     """The five sets of a process, as names (plain data, part of ``ContainerSpec``)."""
 

@@ -36,12 +36,13 @@ import errno
 import fcntl
 import os
 import termios
-from dataclasses import dataclass, field
+from dataclasses import field
 from socket import socket
 from typing import NoReturn
 
 from rootless.errors import ConflictError, RuntimeSetupError, UsageError
 from rootless.procfs import start_time as _start_time
+from rootless.records import record
 from rootless.runtime import capabilities, messages, process
 from rootless.runtime.process import ContainerProcess
 from rootless.runtime.spec import DEFAULT_PATH, ContainerSpec, User
@@ -64,7 +65,7 @@ NAMESPACES: tuple[tuple[str, int], ...] = (
 )
 
 
-@dataclass
+@record
 class ExecOptions:
     args: list[str]
     env: list[str] = field(default_factory=list)  # KEY=VALUE, or KEY to take rl's value; added last

@@ -6,16 +6,16 @@ import os
 import shutil
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from rootless.errors import HostError, RLError, RuntimeSetupError
+from rootless.records import record
 
 SUBUID = Path("/etc/subuid")
 SUBGID = Path("/etc/subgid")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class IdRange:
     start: int
     count: int
@@ -50,7 +50,7 @@ def read_subids(path: Path, user: str, uid: int) -> list[IdRange]:
         return []
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HelperStatus:
     name: str
     path: str | None
@@ -86,7 +86,7 @@ def check_setid_helper(name: str) -> HelperStatus:
 MAX_MAP_LINES = 340
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MapLine:
     inner: int
     outer: int
@@ -96,7 +96,7 @@ class MapLine:
         return f"{self.inner} {self.outer} {self.count}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class IdMap:
     """One uid_map or gid_map: the lines in the order they are written."""
 
@@ -137,7 +137,7 @@ class IdMap:
         return cls(tuple(MapLine(int(i), int(o), int(c)) for i, o, c in rows))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MappingPlan:
     """The uid and gid maps of one user namespace, and how they must be written."""
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import array
 import json
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+
+from rootless.records import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Ready:
     """The container's first process exists; ``pid`` is its pid in rl's pid namespace."""
 
@@ -22,21 +24,21 @@ class Ready:
     type: str = "ready"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Created:
     """Setup is complete and the process waits for ``ContainerProcess.start()`` before exec."""
 
     type: str = "created"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Pty:
     """The master side of the container's terminal travels with this message."""
 
     type: str = "pty"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SetupFailed:
     op: str
     message: str
@@ -44,7 +46,7 @@ class SetupFailed:
     type: str = "setup_failed"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ExecFailed:
     errno: int
     path: str

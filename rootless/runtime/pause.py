@@ -35,12 +35,12 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rootless.config.dirs import ensure_private_dir
 from rootless.errors import HostError, RuntimeSetupError
+from rootless.records import record
 from rootless.runtime import idmap, userns
 from rootless.runtime.syscalls import CLONE_NEWNS, CLONE_NEWUSER, MS_REC, MS_SLAVE, SYSCALLS
 from rootless.runtime.userns import NamespaceGone, NamespaceInfo
@@ -90,7 +90,7 @@ def rss_kib(pid: int) -> int | None:
 # ---------------------------------------------------------------- handle and state
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PauseHandle:
     """A live pause process as recorded in the runtime directory."""
 
@@ -237,7 +237,7 @@ def _force_single_from_env() -> bool:
     return os.environ.get(FORCE_SINGLE_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Choice:
     plan: idmap.MappingPlan
     single_reason: str | None

@@ -33,11 +33,12 @@ import termios
 import tty
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import field
 from socket import socket
 from typing import NoReturn
 
 from rootless.errors import CannotInvokeError, CommandNotFoundError, ConfigError, RuntimeSetupError, UsageError
+from rootless.records import record
 from rootless.runtime import capabilities, messages, rootfs, seccomp
 from rootless.runtime.spec import DEFAULT_PATH, HOST, NEW, ContainerSpec
 from rootless.runtime.syscalls import (
@@ -73,7 +74,7 @@ def exit_code(status: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-@dataclass
+@record
 class ContainerProcess:
     """The container's PID 1, a child of rl."""
 
@@ -131,7 +132,7 @@ class ContainerProcess:
 # ---- parent side -------------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class _Plan:
     """Everything the children need, computed before the first fork."""
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
 
 from rootless.errors import RuntimeSetupError
+from rootless.records import record
 from rootless.runtime.securejoin import secure_join
 from rootless.runtime.spec import NEW, ContainerSpec, Mount
 from rootless.runtime.syscalls import (
@@ -85,7 +85,7 @@ _LOCKED = ((os.ST_RDONLY, MS_RDONLY), (os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, M
 _REMOUNT_FLAGS = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Op:
     """One setup step. ``target`` is a path inside the container (resolved under the rootfs)."""
 

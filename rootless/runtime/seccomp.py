@@ -21,10 +21,10 @@ import json
 import os
 import platform
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from rootless.errors import ConfigError
+from rootless.records import record
 from rootless.runtime.seccomp_default import DEFAULT_PROFILE, X86_64_SYSCALLS
 
 Instruction = tuple[int, int, int, int]
@@ -61,7 +61,7 @@ OFFSET_ARGS = 16
 BPF_MAXINSNS = 4096
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Arch:
     audit: int
     names: frozenset[str]  # how profiles name it in includes/excludes "arches" and "architectures"
@@ -127,7 +127,7 @@ def action_value(action: str, errno: int | None, default_errno: int = EPERM) -> 
     raise ConfigError(f"seccomp profile: unsupported action {action!r}")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Condition:
     index: int
     op: str
@@ -135,7 +135,7 @@ class Condition:
     value_two: int = 0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Rule:
     action: int
     conditions: tuple[Condition, ...]

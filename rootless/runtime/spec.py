@@ -8,9 +8,10 @@ process, the way podman's specgen produces an OCI spec that a runtime executes.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from typing import Any
 
+from rootless.records import record
 from rootless.runtime.capabilities import DEFAULT_CAPABILITIES, CapabilitySets, for_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -47,7 +48,7 @@ NEW = "new"
 HOST = "host"
 
 
-@dataclass
+@record
 class Mount:
     destination: str
     type: str  # one of MOUNT_TYPES
@@ -55,14 +56,14 @@ class Mount:
     options: list[str] = field(default_factory=list)  # ro, nosuid, nodev, noexec, size=64m, mode=1777, ...
 
 
-@dataclass
+@record
 class User:
     uid: int = 0
     gid: int = 0
     additional_gids: list[int] = field(default_factory=list)
 
 
-@dataclass
+@record
 class Namespaces:
     mount: str = NEW  # always new: the container gets its own root
     pid: str = NEW
@@ -72,14 +73,14 @@ class Namespaces:
     cgroup: str = NEW
 
 
-@dataclass
+@record
 class Rlimit:
     type: str  # RLIMIT_NOFILE or nofile
     soft: int
     hard: int
 
 
-@dataclass
+@record
 class ContainerSpec:
     rootfs: str  # where the storage driver mounted the image's root filesystem
     args: list[str]

@@ -11,10 +11,11 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from rootless.errors import HostError, RuntimeSetupError
+from rootless.records import record
 from rootless.runtime import idmap
 from rootless.runtime.syscalls import CLONE_NEWNS, CLONE_NEWUSER, SYSCALLS, Syscalls
 
@@ -38,7 +39,7 @@ def _sysctl_fix(name: str, value: str) -> str:
     )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HostProblem:
     """Something on the host that stops rl from creating user namespaces."""
 
@@ -130,7 +131,7 @@ def diagnose_setup_failure(what: str, err: int | None, read: SysctlReader | None
 # ---------------------------------------------------------------- the namespace rl works in
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NamespaceInfo:
     """The user namespace rl joined (or would join): who is who, for rl info and the storage."""
 

@@ -20,12 +20,13 @@ import shutil
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any
 
 from rootless.errors import ConflictError, NotFoundError, StorageError, UsageError
 from rootless.procfs import start_time
+from rootless.records import record
 from rootless.state import atomic, locks
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -77,7 +78,7 @@ def empty_state() -> dict[str, Any]:
     }
 
 
-@dataclass
+@record
 class ContainerRecord:
     id: str
     name: str

@@ -25,10 +25,10 @@ import stat
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from rootless.errors import StorageError
+from rootless.records import record
 from rootless.runtime.syscalls import MNT_DETACH, SYSCALLS, Syscalls
 
 DRIVER_NAMES = ("overlay", "fuse-overlayfs", "vfs")
@@ -238,7 +238,7 @@ def _unescape_mountinfo(field: str) -> str:
     return "".join(out)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MountEntry:
     mount_point: str
     device: str  # major:minor

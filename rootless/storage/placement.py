@@ -28,10 +28,10 @@ import logging
 import os
 import stat
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from rootless.errors import StorageError
+from rootless.records import record
 from rootless.storage.probe import ProbeResults, xattr_problem
 
 log = logging.getLogger("rl")
@@ -47,7 +47,7 @@ _LOCAL_FIX = (
 )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Placement:
     root: Path  # storage.root: image metadata and blobs
     layers: Path  # unpacked layers (read-only lower dirs)

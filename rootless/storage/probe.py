@@ -26,10 +26,11 @@ import shutil
 import signal
 import stat
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from rootless.records import record
 from rootless.runtime import syscalls as sc
 from rootless.storage.driver import remove_tree
 
@@ -51,7 +52,7 @@ UNSUITABLE_FS = {
 }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ProbeResults:
     """Why each thing does not work here; None where it does."""
 
