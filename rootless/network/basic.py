@@ -4,7 +4,7 @@ namespace: the container shares the host's, and gets the host's resolv.conf and 
 from __future__ import annotations
 
 from rootless.errors import UsageError
-from rootless.network import dns, netns
+from rootless.network import dns
 from rootless.network.driver import Features, NetworkDriver, NetworkOptions, NetworkState, ProbeResult
 from rootless.network.netns import NetNS
 
@@ -28,7 +28,7 @@ class NoneDriver(NetworkDriver):
         _no_ports(self.name, options)
         if netns_ is None:
             raise UsageError("--network none needs a network namespace", "this is a bug in the caller")
-        netns.bring_up_lo(netns_)
+        # lo is already up: the container's setup process brings it up when it creates the namespace.
         resolv = dns.container_resolv_conf(
             dns.read_host_resolv_conf(options.host_resolv_conf),
             ipv6=options.ipv6,

@@ -203,10 +203,6 @@ def inspect_interface(name: str) -> dict[str, Any]:
     return info.to_json()
 
 
-def bring_up_lo(ns: NetNS) -> None:
-    in_netns(ns, lo_up, "bring up lo in")
-
-
 def inspect(ns: NetNS, name: str, lo: bool = False) -> Interface:
     """``name`` as seen inside ``ns`` (and bring lo up first when ``lo``)."""
 

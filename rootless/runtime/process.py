@@ -462,6 +462,10 @@ def _setup_process(plan: _Plan, chan: socket, start_r: int) -> NoReturn:  # prag
             finally:
                 os.close(fd)
         plan.sys.unshare(plan.unshare_flags)
+        if plan.unshare_flags & CLONE_NEWNET:
+            from rootless.network.netns import lo_up
+
+            lo_up()  # every network mode wants lo up; doing it here spares the driver a process
     except OSError as e:
         messages.send(chan, messages.SetupFailed("namespaces", f"create namespaces failed: {_why(e)}",
                                                  e.errno))

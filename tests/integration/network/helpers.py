@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from rootless.network.netns import NetNS
+from rootless.network.netns import NetNS, lo_up
 from rootless.runtime.syscalls import CLONE_NEWNET, CLONE_NEWUSER, SYSCALLS
 
 BUSYBOX = "/usr/bin/busybox"
@@ -42,6 +42,7 @@ class Sandbox:
                 Path("/proc/self/setgroups").write_text("deny")
                 Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
                 Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
+                lo_up()  # as rl's runtime does when it creates a container's network namespace
                 os.write(ready_w, b"1")
                 os.read(hold_r, 1)  # until the parent closes
             finally:
