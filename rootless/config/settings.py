@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import field
 from pathlib import Path
@@ -148,8 +147,7 @@ def _parse_table(text: str) -> dict[str, list[str]]:
 
 def _read_toml(path: Path) -> dict[str, Any] | None:
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        f = path.open("rb")
     except FileNotFoundError:
         return None
     except PermissionError:
@@ -157,8 +155,13 @@ def _read_toml(path: Path) -> dict[str, Any] | None:
             f"cannot read configuration {path}: permission denied",
             "make it readable or point RL_CONFIG / RL_SYSTEM_CONFIG elsewhere",
         ) from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"cannot parse configuration {path}: {e}", "fix the TOML syntax") from None
+    import tomllib  # only when there is a file to parse: most runs have none
+
+    with f:
+        try:
+            return tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"cannot parse configuration {path}: {e}", "fix the TOML syntax") from None
 
 
 def _apply_file(settings: Settings, path: Path, data: Mapping[str, Any]) -> None:

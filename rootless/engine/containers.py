@@ -27,14 +27,14 @@ import signal as signals
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rootless.engine import limits as limits_glue
-from rootless.engine import network as network_glue
 from rootless.engine.env import EngineEnv
-from rootless.engine.runopts import Mount, RunOptions
 from rootless.errors import ConflictError, NotFoundError, RLError, UsageError
-from rootless.state.containers import ContainerRecord, ContainerStore, now_rfc3339
+from rootless.state.containers import CGROUP_KEY, ContainerRecord, ContainerStore, now_rfc3339
+
+if TYPE_CHECKING:
+    from rootless.engine.runopts import RunOptions
 
 log = logging.getLogger("rl")
 
@@ -108,6 +108,8 @@ def save_run_options(store: ContainerStore, cid: str, opts: RunOptions) -> None:
 
 
 def load_run_options(record: ContainerRecord) -> RunOptions:
+    from rootless.engine.runopts import Mount, RunOptions
+
     data = dict(record.extra.get(RUN_OPTS_KEY) or {})
     if not data:
         return RunOptions(image=record.image)
@@ -136,6 +138,8 @@ def start_prepared(env: EngineEnv, prepared: Any, opts: RunOptions, *,
     ``attach_client(paths)`` is called while the container is held, before its command runs (rl start -a:
     connect the attach client so that no output is missed); its value is returned with the result as
     ``(result, client)``. Records the running state; on failure cleans up (and removes with --rm)."""
+    from rootless.engine import limits as limits_glue
+    from rootless.engine import network as network_glue
     from rootless.runtime import monitor
 
     store = store_of(env)
@@ -226,6 +230,7 @@ def _wait_monitor_gone(paths: Any, timeout: float) -> None:
 
 def prepare_existing(env: EngineEnv, record: ContainerRecord, opts: RunOptions) -> Any:
     """A Prepared for a container created earlier: its root filesystem mounted again, its spec and network."""
+    from rootless.engine import network as network_glue
     from rootless.engine.run import Prepared, container_dirs
     from rootless.image.store import Store
     from rootless.runtime.spec import from_json
@@ -262,6 +267,7 @@ def _diff_ids_of(env: EngineEnv, record: ContainerRecord) -> list[str]:
 
 def start(env: EngineEnv, ref: str, *, attach: bool = False, interactive: bool = False) -> tuple[ContainerRecord, Any]:
     """rl start: (record, MonitorResult or (result, client) with ``attach``). A running container is left alone."""
+    from rootless.engine import limits as limits_glue
     from rootless.runtime import pause
 
     store = store_of(env)
@@ -299,6 +305,8 @@ def start(env: EngineEnv, ref: str, *, attach: bool = False, interactive: bool =
 
 def monitor_exited(cid: str, result: dict[str, Any], arg: str) -> None:
     """The monitor's on_exit hook: record the exit, stop the network, unmount; --rm removes."""
+    from rootless.engine import limits as limits_glue
+
     data = json.loads(arg)
     env = EngineEnv(storage=Path(data["storage"]), runroot=Path(data["runroot"]))
     store = store_of(env)
@@ -321,6 +329,8 @@ def monitor_exited(cid: str, result: dict[str, Any], arg: str) -> None:
 def cleanup(env: EngineEnv, record: ContainerRecord) -> None:
     """What a stopped container must not keep: its cgroup, network helper, root filesystem mount. Idempotent;
     inside rl's user namespace."""
+    from rootless.engine import limits as limits_glue
+    from rootless.engine import network as network_glue
     from rootless.engine.run import unmount_container
 
     limits_glue.release(record)
@@ -357,6 +367,7 @@ def remove_anonymous_volumes(env: EngineEnv, cid: str) -> None:
 
 
 def _signal_record(record: ContainerRecord, signum: int) -> bool:
+    from rootless.engine import limits as limits_glue
     from rootless.runtime.monitor import is_running
 
     pid = int(record.state.get("Pid") or 0)
@@ -507,6 +518,8 @@ def prune(env: EngineEnv) -> list[str]:
 
 def reset_containers(env: EngineEnv) -> list[str]:
     """rl system reset: kill every container, its monitor and network helper; remove them (in the namespace)."""
+    from rootless.engine import limits as limits_glue
+    from rootless.engine import network as network_glue
     from rootless.engine.run import remove_container_storage
     from rootless.runtime.monitor import is_running
 
@@ -592,7 +605,11 @@ def exec_process(env: EngineEnv, ref: str, args: list[str], *, env_vars: list[st
     if not interactive:
         devnull = os.open(os.devnull, os.O_RDONLY)
         stdin = devnull
-    leaf = limits_glue.leaf_of(record)
+    leaf = None
+    if record.extra.get(CGROUP_KEY):  # the cgroup code only when there is a cgroup to join
+        from rootless.engine import limits as limits_glue
+
+        leaf = limits_glue.leaf_of(record)
     try:
         return exec_in(int(record.state["Pid"]), spec,
                        ExecOptions(args=args, env=env_vars, user=exec_user, cwd=workdir or None, tty=tty,
@@ -640,6 +657,8 @@ def parse_detach_keys(text: str) -> bytes:
 
 def container_pids(record: ContainerRecord) -> list[int]:
     """Every process in the container's PID namespace (or its cgroup)."""
+    from rootless.engine import limits as limits_glue
+
     pid = int(record.state.get("Pid") or 0)
     leaf = limits_glue.leaf_of(record)
     if leaf is not None:
@@ -700,6 +719,7 @@ def top_rows(env: EngineEnv, ref: str) -> tuple[list[str], list[list[str]]]:
 
 def inspect_doc(env: EngineEnv, record: ContainerRecord) -> dict[str, Any]:
     """docker's container inspect document."""
+    from rootless.engine import network as network_glue
     from rootless.engine.run import container_dirs
 
     store = store_of(env)

@@ -35,11 +35,10 @@ from rootless.engine.env import EngineEnv
 from rootless.engine.runopts import RunOptions
 from rootless.errors import ConflictError, HostError, RLError, UsageError
 from rootless.records import record
-from rootless.state.containers import ContainerRecord, ContainerStore
+from rootless.state.containers import CGROUP_KEY, ContainerRecord, ContainerStore
 
 log = logging.getLogger("rl")
 
-CGROUP_KEY = "cgroup"  # record.extra: the leaf's absolute path
 LIMITS_KEY = "limits"  # record.extra: the Limits as a dict
 HOST: Host | None = None  # the machine (None: the real one); unit tests put a FakeHost here
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import random
 import re
-import shutil
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +28,7 @@ from rootless.records import record
 from rootless.state import atomic, locks
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+CGROUP_KEY = "cgroup"  # record.extra: the container's cgroup leaf (absolute path), when it has one
 
 _ADJECTIVES = (
     "agile", "bold", "brave", "bright", "calm", "clever", "cool", "crisp", "eager", "fair", "fancy",
@@ -54,6 +53,8 @@ def new_id() -> str:
 
 
 def generate_name(taken: set[str]) -> str:
+    import random  # only when a name is generated
+
     rng = random.SystemRandom()
     for _ in range(100):
         name = f"{rng.choice(_ADJECTIVES)}_{rng.choice(_NOUNS)}"
@@ -312,6 +313,8 @@ class ContainerStore:
     def remove(self, cid: str, background: bool = False) -> None:
         """Delete a container's directory. The record disappears at once (an atomic rename); with
         ``background`` the files are deleted by a detached child, so the caller can return."""
+        import shutil
+
         with self._global_lock():
             target = self.path(cid)
             if not target.exists():
@@ -329,12 +332,16 @@ class ContainerStore:
 
     def remove_leftovers(self) -> None:
         """Directories of removals that a crash interrupted."""
+        import shutil
+
         for entry in self.dir.glob(".removing-*") if self.dir.exists() else []:
             shutil.rmtree(entry, onerror=_force_remove)
 
 
 def _force_remove(func: Callable[..., Any], path: str, exc_info: Any) -> None:
     """rmtree's onerror: make a directory writable and try again (layers may hold 0555 dirs)."""
+    import shutil
+
     parent = os.path.dirname(path)
     try:
         os.chmod(parent, 0o700)
