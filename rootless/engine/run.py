@@ -176,11 +176,12 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
     from rootless.engine.specgen import build
     from rootless.engine.users import resolve_user
     from rootless.runtime import pause
-    from rootless.storage import select
     from rootless.storage.driver import get_driver
 
     limit_plan = limits_glue.plan_limits(env, opts)  # before the user namespace: may ask systemd for a scope
     ns = pause.enter(env.runroot)
+    keep_id = _keep_id(opts.userns, ns)
+    nested = _keep_id_plan(keep_id, ns) if keep_id else None
     net_driver = network_glue.choose_driver(env, opts)
     network = net_driver.name
     image_record, config = images.ensure_image_config(env, opts.image, opts.pull, opts.platform,
@@ -189,7 +190,7 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
     from rootless.engine.volumes import image_volume_mounts
 
     opts.mounts = [*opts.mounts, *image_volume_mounts(defaults.volumes, opts.mounts)]  # the image's VOLUMEs
-    driver_name = opts.storage_driver or select.choose(env.driver, store=env.storage)
+    driver_name, owners = _choose_storage(env, opts, nested)
     driver = get_driver(driver_name)
 
     store = ContainerStore(env.storage)
@@ -216,8 +217,9 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
         image_store = Store(env.storage)
         layers = [image_store.layer_dir(d) for d in image_record.diff_ids]
         rootfs.mkdir(exist_ok=True)
+        if owners is not None:
+            driver.set_owner_map(storage_dir, owners)
         mounted = driver.mount(storage_dir, layers, rootfs)
-        keep_id = _keep_id(opts.userns, ns)
         user_spec = opts.user or (f"{keep_id[0]}:{keep_id[1]}" if keep_id else defaults.user)
         user = resolve_user(user_spec, _read_in_root(mounted, "/etc/passwd"), _read_in_root(mounted, "/etc/group"))
         _prepare_binds(opts)
@@ -239,8 +241,8 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
             pts_gid=None if ns.single_id else 5,
             host_network=not net_driver.needs_netns,
         )
-        if keep_id:
-            spec.user_namespace = _keep_id_maps(keep_id, ns)
+        if nested is not None:
+            spec.user_namespace = {"uid_map": nested.uid_map.text(), "gid_map": nested.gid_map.text()}
         network_glue.prepare_spec(env, record, spec, net_driver)
         from rootless.runtime.spec import to_json
         from rootless.state.atomic import atomic_write_bytes
@@ -275,11 +277,45 @@ def _keep_id(userns: str, ns: Any) -> tuple[int, int] | None:
     return uid, gid
 
 
-def _keep_id_maps(ids: tuple[int, int], ns: Any) -> dict[str, str]:
+def _keep_id_plan(ids: tuple[int, int], ns: Any) -> Any:
+    """The maps (rootless.runtime.idmap.MappingPlan) of the keep-id namespace nested in rl's namespace ``ns``."""
     from rootless.runtime.idmap import keep_id_mapping
 
-    plan = keep_id_mapping(ids[0], ids[1], ns.uid_count, ns.gid_count)
-    return {"uid_map": plan.uid_map.text(), "gid_map": plan.gid_map.text()}
+    return keep_id_mapping(ids[0], ids[1], ns.uid_count, ns.gid_count)
+
+
+def _choose_storage(env: EngineEnv, opts: RunOptions, nested: Any) -> tuple[str, Any]:
+    """The container's storage driver, and the owner map it must show (a storage.driver.OwnerMap, or None).
+
+    In a nested keep-id namespace (``nested``: its MappingPlan) the image's files, owned on disk by
+    the ids of rl's namespace, would appear shifted: the image's root files as the user's. fuse-overlayfs
+    can show them with the image's owners through the nested map and takes native overlay's place
+    when it works here, unless a driver was asked for by flag or configuration; otherwise the
+    container runs as it is, with one warning.
+    """
+    from rootless.storage import select
+    from rootless.storage.driver import OwnerMap
+
+    chosen = opts.storage_driver or select.choose(env.driver, store=env.storage)
+    if nested is None:
+        return chosen, None
+    forced = bool(opts.storage_driver or env.driver) and chosen != "fuse-overlayfs"
+    name, problem = (chosen, f"the {chosen} storage driver was asked for") if forced else \
+        select.owner_mapping_driver(chosen)
+    if problem is None:
+        return name, OwnerMap(_triples(nested.uid_map), _triples(nested.gid_map))
+    if name == "overlay" and not forced:
+        hint = ("ask the admin to install fuse-overlayfs (Debian/Ubuntu: apt install fuse-overlayfs) and to make"
+                " /dev/fuse usable (helpers/enable-devices.sh)")
+    else:
+        hint = "use --storage-driver fuse-overlayfs"
+    log.warning(f"--userns=keep-id: the image's root-owned files appear owned by you in the container, as {problem};"
+                f" to see the image's owners, {hint}")
+    return name, None
+
+
+def _triples(idmap: Any) -> tuple[tuple[int, int, int], ...]:
+    return tuple((line.inner, line.outer, line.count) for line in idmap.lines)
 
 
 def remove_container_storage(env: EngineEnv, record: ContainerRecord, delete: bool = True) -> None:

@@ -13,6 +13,7 @@ Per-container layout under ``C`` (all drivers keep to their own names):
     C/upper      the container's own changes (overlay, fuse-overlayfs)
     C/work       the overlay work dir (overlay, fuse-overlayfs)
     C/rootfs     the flattened copy (vfs)
+    C/owners.json  the owner map every mount of C shows (fuse-overlayfs, see ``OwnerMap``)
 """
 
 from __future__ import annotations
@@ -43,10 +44,34 @@ OVERLAY_XATTR_PREFIX = "user.overlay."
 _CWD_LOCK = threading.Lock()
 
 
+@record(frozen=True)
+class OwnerMap:
+    """Owners a mount shows in place of those on disk, and the way back for what is written.
+
+    Each line ``(disk, shown, count)``: a file owned by ``disk + k`` on disk appears owned by
+    ``shown + k``; a file created or chowned as ``shown + k`` is stored as ``disk + k``. Ids that
+    no line covers appear as the overflow id (65534).
+
+    ``--userns=keep-id`` uses the nested namespace's map lines (inner, outer, count): the image's
+    id N, stored as N, appears as the outer id that the nested namespace shows as N again, and a
+    file the container creates as id N is stored as N, as in the image's own layers.
+    """
+
+    uids: tuple[tuple[int, int, int], ...]
+    gids: tuple[tuple[int, int, int], ...]
+
+    def __post_init__(self) -> None:
+        for lines in (self.uids, self.gids):
+            if not lines or any(len(line) != 3 or min(line) < 0 or line[2] < 1 for line in lines):
+                raise ValueError(f"bad owner map lines {lines!r}")
+
+
 class StorageDriver(ABC):
     """One way to give a container a writable root filesystem made of read-only layers."""
 
     name: str = ""
+    #: whether ``set_owner_map`` works: the driver can show files with other owners than on disk
+    maps_owners: bool = False
 
     def __init__(self, syscalls: Syscalls = SYSCALLS) -> None:
         self.sys = syscalls
@@ -87,6 +112,20 @@ class StorageDriver(ABC):
 
     def is_mounted(self, target: Path) -> bool:
         return is_mount_point(target)
+
+    def set_owner_map(self, c: Path, owners: OwnerMap) -> None:
+        """Have every later mount of ``c`` show file owners through ``owners``; call it before the first mount.
+
+        Kept in ``c``, so a restart or ``rl cp`` mounts the container's files as its process saw them.
+        """
+        raise StorageError(
+            f"the {self.name} storage driver cannot show files with other owners than on disk",
+            hint="use --storage-driver fuse-overlayfs",
+        )
+
+    def owner_map(self, c: Path) -> OwnerMap | None:
+        """The owner map mounts of ``c`` show, if one was set."""
+        return None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

@@ -1,17 +1,22 @@
 """fuse-overlayfs, run by root in rl's user namespace: overlay semantics without kernel support.
 
-Run inside the namespace, fuse-overlayfs needs no uidmapping/gidmapping options (the namespace maps
-ids already) and no squash_to_root (that is for users without subordinate ids). It is started with
-the container dir as working directory and short relative layer names (``l/<n>``), like
-containers/storage runs its mount_program from the driver home; it opens the layers before it
-daemonizes. The daemon serves the mount until it is unmounted, then exits: ``unmount`` waits for it
-and kills it if it lingers, so no process is left behind.
+Run inside the namespace, fuse-overlayfs needs no uidmapping/gidmapping options to show the image's
+owners to the namespace (it maps ids already) and no squash_to_root (that is for users without
+subordinate ids). A container in a user namespace nested in rl's (``--userns=keep-id``) would see
+those owners shifted: ``set_owner_map`` keeps an ``OwnerMap`` in the container dir, and every mount
+of it passes the map as uidmapping/gidmapping options.
+
+It is started with the container dir as working directory and short relative layer names
+(``l/<n>``), like containers/storage runs its mount_program from the driver home; it opens the
+layers before it daemonizes. The daemon serves the mount until it is unmounted, then exits:
+``unmount`` waits for it and kills it if it lingers, so no process is left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import signal
@@ -25,6 +30,7 @@ from rootless.runtime.syscalls import MNT_DETACH
 from rootless.storage.driver import (
     UPPER_DIR,
     WORK_DIR,
+    OwnerMap,
     StorageDriver,
     check_layers,
     escape_option,
@@ -36,6 +42,7 @@ from rootless.storage.driver import (
 )
 
 PROGRAM = "fuse-overlayfs"
+OWNERS_FILE = "owners.json"
 MOUNT_TIMEOUT = 60.0
 EXIT_TIMEOUT = 5.0
 
@@ -51,6 +58,48 @@ def find_program() -> str:
             hint="ask the admin to install it (Debian/Ubuntu: apt install fuse-overlayfs), or use --storage-driver vfs",
         )
     return path
+
+
+def mapping_value(lines: Sequence[tuple[int, int, int]]) -> str:
+    """One uidmapping/gidmapping value: ``DISK:SHOWN:COUNT``, triples joined by ``:``."""
+    return ":".join(f"{disk}:{shown}:{count}" for disk, shown, count in lines)
+
+
+def owner_options(owners: OwnerMap | None) -> list[str]:
+    """The uidmapping/gidmapping options that show ``owners``; none without a map.
+
+    fuse-overlayfs reads each triple as (id on disk, id it shows, count): stat shows a file owned
+    by disk id D as SHOWN + (D - DISK), and a file created by (or chowned to) SHOWN + k is stored
+    as DISK + k (main.c ``find_mapping``; the man page's example maps its own namespace's lines).
+    """
+    if owners is None:
+        return []
+    return [f"uidmapping={mapping_value(owners.uids)}", f"gidmapping={mapping_value(owners.gids)}"]
+
+
+def read_owner_map(c: Path) -> OwnerMap | None:
+    """The owner map kept in ``c``, or None when there is none."""
+    try:
+        with open(c / OWNERS_FILE, encoding="utf-8") as f:
+            data = json.load(f)
+        return OwnerMap(tuple(tuple(line) for line in data["uids"]), tuple(tuple(line) for line in data["gids"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StorageError(f"cannot read the owner map {c / OWNERS_FILE}: {exc}",
+                           hint="remove the container and create it again") from exc
+
+
+def write_owner_map(c: Path, owners: OwnerMap) -> None:
+    path = c / OWNERS_FILE
+    tmp = c / f".{OWNERS_FILE}.tmp"
+    try:
+        c.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"uids": owners.uids, "gids": owners.gids}, f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StorageError(f"cannot write the owner map {path}: {exc.strerror}") from exc
 
 
 def error_line(stderr: str) -> str:
@@ -132,6 +181,7 @@ def wait_gone(pids: Sequence[int], timeout: float = EXIT_TIMEOUT) -> list[int]:
 
 class FuseOverlayfsDriver(StorageDriver):
     name = "fuse-overlayfs"
+    maps_owners = True
 
     def prepare(self, c: Path, layers: Sequence[Path]) -> None:
         layers = unique_layers(layers)
@@ -149,8 +199,7 @@ class FuseOverlayfsDriver(StorageDriver):
         if not layers:
             raise StorageError("fuse-overlayfs needs at least one lower layer")
         prepare_upper(c, layers)
-        # Absolute upper and work dirs (no page limit here) let remove() find a daemon still using c.
-        options = overlay_options(sync_layer_links(c, layers), *self._upper_work(c))
+        options = self.options(c, layers)
         target.mkdir(parents=True, exist_ok=True)
         try:
             proc = subprocess.run(
@@ -175,6 +224,17 @@ class FuseOverlayfsDriver(StorageDriver):
                 f"fuse-overlayfs could not mount {target} (exit {proc.returncode}): {line}", hint=_hint(line)
             )
         return target
+
+    def options(self, c: Path, layers: Sequence[Path]) -> str:
+        """The -o value that mounts ``c`` over ``layers`` (unique, bottom first), with ``c``'s owner map if any."""
+        # Absolute upper and work dirs (no page limit here) let remove() find a daemon still using c.
+        return overlay_options(sync_layer_links(c, layers), *self._upper_work(c), owner_options(read_owner_map(c)))
+
+    def set_owner_map(self, c: Path, owners: OwnerMap) -> None:
+        write_owner_map(c, owners)
+
+    def owner_map(self, c: Path) -> OwnerMap | None:
+        return read_owner_map(c)
 
     def unmount(self, c: Path, target: Path) -> None:
         target = Path(os.path.abspath(target))

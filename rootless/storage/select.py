@@ -5,11 +5,12 @@ The choice rests on real probes (``rootless.storage.probe``), cached in the stor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from rootless.errors import ConfigError, StorageError
 from rootless.storage.driver import DRIVER_NAMES
-from rootless.storage.probe import ProbeResults, probe
+from rootless.storage.probe import ProbeResults, fuse_problem, probe
 
 DRIVERS = DRIVER_NAMES
 
@@ -57,3 +58,18 @@ def choose(configured: str = "", results: ProbeResults | None = None, store: Pat
             raise StorageError(f"storage driver {configured} cannot be used: {problem}", hint=_HINTS.get(configured))
         return configured
     return next(name for name in DRIVERS if found.problem(name) is None)
+
+
+def owner_mapping_driver(chosen: str, fuse: Callable[[], str | None] = fuse_problem) -> tuple[str, str | None]:
+    """For a container that must see other file owners than those on disk (``--userns=keep-id``):
+    the driver to use in place of ``chosen``, and why it cannot show them (None when it can).
+
+    Only fuse-overlayfs can; it takes native overlay's place when it works here (``fuse`` says why
+    not). vfs stays vfs: it is chosen by name, or when neither overlay works here.
+    """
+    if chosen == "fuse-overlayfs":
+        return chosen, None
+    if chosen == "overlay":
+        problem = fuse()
+        return ("fuse-overlayfs", None) if problem is None else (chosen, problem)
+    return chosen, f"the {chosen} storage driver cannot show files with other owners than on disk"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -246,6 +248,85 @@ def test_keep_id(rl: RunRl, fixture_images: dict[str, Any], tmp_path: Path) -> N
     assert (share / "made-inside").stat().st_uid == os.getuid()
     result = rl("run", "--rm", "-q", "--userns=frob", ref(fixture_images, "busybox"), "true", rc=125)
     assert "--userns" in result.err
+
+
+KEEP_ID_WARNING = "--userns=keep-id: the image's root-owned files appear owned by you"
+
+
+def _fuse_daemons(word: str) -> list[int]:
+    """Live fuse-overlayfs processes whose arguments mention ``word``."""
+    from rootless.storage.fuse_overlayfs import all_daemons
+
+    found = []
+    for pid in all_daemons():
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if word.encode() in args:
+            found.append(pid)
+    return found
+
+
+@pytest.mark.skipif(not shutil.which("fuse-overlayfs"), reason="fuse-overlayfs is not installed")
+def test_keep_id_shows_the_image_owners(rl: RunRl, fixture_images: dict[str, Any]) -> None:
+    uid, gid = os.getuid(), os.getgid()
+    out = rl("run", "--rm", "-q", "--userns=keep-id", ref(fixture_images, "busybox"), "sh", "-c",
+             "id -u; stat -c %u:%g /etc/passwd /bin /bin/busybox /home/alice").lines
+    assert out == [str(uid), "0:0", "0:0", "0:0", "1234:1234"]
+    out = rl("run", "--rm", "-q", "--userns=keep-id", ref(fixture_images, "multilayer"),
+             "id -u; id -g; stat -c %u:%g /data/alice-file /data/alice-dir /etc/passwd /data").lines
+    assert out == [str(uid), str(gid), "1234:1234", "1234:1234", "0:0", "0:0"]
+
+
+@pytest.mark.skipif(not shutil.which("fuse-overlayfs"), reason="fuse-overlayfs is not installed")
+def test_keep_id_files_made_inside_stay_the_users(rl: RunRl, fixture_images: dict[str, Any], tmp_path: Path) -> None:
+    uid = os.getuid()
+    script = "mkdir -p /tmp/d; echo mine > /tmp/d/mine; stat -c %u:%g /tmp/d/mine /tmp/d /etc/passwd"
+    expected = [f"{uid}:{os.getgid()}", f"{uid}:{os.getgid()}", "0:0"]
+    rl("run", "-q", "--name", "k1", "--userns=keep-id", ref(fixture_images, "busybox"), "sh", "-c", script)
+    assert rl("inspect", "-f", "{{.Driver}}", "k1").out.strip() == "fuse-overlayfs"
+    # a second start mounts the container's files as before
+    assert rl("start", "-a", "k1").lines == expected
+    assert "A /tmp/d/mine" in rl("diff", "k1").lines
+    rl("cp", "k1:/tmp/d/mine", str(tmp_path / "got"))
+    assert (tmp_path / "got").read_text() == "mine\n"
+    assert (tmp_path / "got").stat().st_uid == uid
+    # the new layer stores the file as the user's id inside, as a Dockerfile's chown would
+    rl("commit", "k1", "localhost/keepid:1")
+    out = rl("run", "--rm", "-q", "--userns=keep-id", "localhost/keepid:1", "stat", "-c", "%u %n",
+             "/tmp/d/mine", "/etc/passwd").lines
+    assert out == [f"{uid} /tmp/d/mine", "0 /etc/passwd"]
+    out = rl("run", "--rm", "-q", "localhost/keepid:1", "stat", "-c", "%u %n", "/tmp/d/mine", "/etc/passwd").lines
+    assert out == [f"{uid} /tmp/d/mine", "0 /etc/passwd"]
+
+
+@pytest.mark.skipif(not shutil.which("fuse-overlayfs"), reason="fuse-overlayfs is not installed")
+def test_keep_id_rm_leaves_no_fuse_overlayfs(rl: RunRl, rl_env: dict[str, str], fixture_images: dict[str, Any]) -> None:
+    busybox = ref(fixture_images, "busybox")
+    cid = rl("run", "-d", "-q", "--name", "k2", "--userns=keep-id", busybox, "sleep", "300").out.strip()
+    assert len(_fuse_daemons(cid)) == 1
+    rl("rm", "-f", "-t", "0", "k2")
+    assert _fuse_daemons(cid) == []
+    rl("run", "--rm", "-q", "--userns=keep-id", busybox, "true")
+    assert _fuse_daemons(os.path.realpath(rl_env["XDG_DATA_HOME"])) == []
+
+
+def test_keep_id_without_fuse_overlayfs_warns(rl: RunRl, fixture_images: dict[str, Any]) -> None:
+    path = os.path.dirname(sys.executable)  # the venv: rl and python, no fuse-overlayfs
+    busybox = ref(fixture_images, "busybox")
+    for flags in ([], ["--storage-driver", "vfs"]):
+        result = rl("run", "--rm", "-q", "--network", "none", "--userns=keep-id", *flags, busybox,
+                    "stat", "-c", "%u", "/etc/passwd", env={"PATH": path}, warnings=[KEEP_ID_WARNING])
+        assert result.out == f"{os.getuid()}\n"  # as before: the image's root files appear as the user's
+        warnings = [line for line in result.err.splitlines() if line.startswith("Warning:")]
+        assert len(warnings) == 1 and "fuse-overlayfs" in warnings[0], result.err
+    # a driver asked for by name stays, with the same warning, whatever is installed
+    for driver in ("vfs", "overlay"):
+        result = rl("run", "--rm", "-q", "--network", "none", "--userns=keep-id", "--storage-driver", driver,
+                    busybox, "stat", "-c", "%u", "/etc/passwd", warnings=[KEEP_ID_WARNING])
+        assert f"the {driver} storage driver was asked for" in result.err
+        assert result.out == f"{os.getuid()}\n"
 
 
 def _http_body(port: int, path: str, expected: str) -> str:
