@@ -32,6 +32,7 @@ from rootless.state.containers import ContainerRecord, ContainerStore
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
+FUSE_OPAQUE_MARKER = ".wh..opq"  # fuse-overlayfs marks a directory it made opaque with a whiteout of this name
 OPAQUE_XATTRS = ("user.overlay.opaque", "trusted.overlay.opaque", "user.fuseoverlayfs.opaque")
 # mount points rl's runtime may create in a root filesystem that lacks them: not the container's changes
 RUNTIME_PATHS = ("/proc", "/sys", "/dev", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run/.containerenv",
@@ -192,19 +193,20 @@ def _upper_changes(upper: str, layers: list[Path]) -> list[tuple[Change, str | N
     for rel, st in _walk(upper):
         path = os.path.join(upper, rel)
         base = os.path.basename(rel)
+        if base in (OPAQUE_MARKER, FUSE_OPAQUE_MARKER):
+            continue
         if _is_whiteout(st):
             out.append((Change("D", "/" + rel), None))
             continue
         if base.startswith(WHITEOUT_PREFIX):  # fuse-overlayfs without mknod
-            if base == OPAQUE_MARKER:
-                continue
             target = os.path.join(os.path.dirname(rel), base[len(WHITEOUT_PREFIX):]).lstrip("/")
             out.append((Change("D", "/" + target), None))
             continue
         existed = _in_layers(layers, rel)
         out.append((Change("C" if existed else "A", "/" + rel), path))
-        if stat.S_ISDIR(st.st_mode) and existed and (_is_opaque(path)
-                                                      or os.path.lexists(os.path.join(path, OPAQUE_MARKER))):
+        if stat.S_ISDIR(st.st_mode) and existed and (
+                _is_opaque(path) or any(os.path.lexists(os.path.join(path, m))
+                                        for m in (OPAQUE_MARKER, FUSE_OPAQUE_MARKER))):
             present = set(os.listdir(path))
             for name in sorted(_merged_names(layers, rel)):
                 if name not in present:
@@ -523,11 +525,15 @@ def copy_to(env: EngineEnv, ref: str, src: str, dest: str, stream: BinaryIO | No
 
 
 def _layer_tar(tf: tarfile.TarFile, changes: list[tuple[Change, str | None]]) -> None:
-    """The changes as an OCI layer: files as they are, deletions as .wh.NAME, opaque dirs with .wh..wh..opq."""
+    """The changes as an OCI layer: files as they are, deletions as .wh.NAME, opaque dirs with .wh..wh..opq
+    (and no whiteouts in them: the marker hides the lower layers' entries already)."""
+    opaque: set[str] = set()
     for change, path in changes:
         rel = change.path.lstrip("/")
         if change.kind == "D":
             parent, base = os.path.split(rel)
+            if parent in opaque:
+                continue
             info = tarfile.TarInfo(os.path.join(parent, WHITEOUT_PREFIX + base))
             info.mode = 0o644
             tf.addfile(info)
@@ -536,7 +542,9 @@ def _layer_tar(tf: tarfile.TarFile, changes: list[tuple[Change, str | None]]) ->
         if os.path.basename(rel).startswith(WHITEOUT_PREFIX):
             continue
         _add(tf, path, rel)
-        if os.path.isdir(path) and not os.path.islink(path) and _is_opaque(path):
+        if os.path.isdir(path) and not os.path.islink(path) and (
+                _is_opaque(path) or os.path.lexists(os.path.join(path, FUSE_OPAQUE_MARKER))):
+            opaque.add(rel)
             info = tarfile.TarInfo(f"{rel}/{OPAQUE_MARKER}")
             info.mode = 0o644
             tf.addfile(info)

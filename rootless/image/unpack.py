@@ -294,6 +294,11 @@ class _Extractor:
         self.egid = os.getegid()
         self.chown_failed: set[tuple[int, int]] = set()
         self._buf = bytearray(_COPY_CHUNK)
+        # Directories this layer marks opaque, and the whiteout devices it made in them: an opaque
+        # directory already hides everything below it, and a whiteout device inside it would show
+        # as a broken entry (overlayfs does not filter a directory that only one layer provides).
+        self.opaque: set[str] = set()
+        self.whiteout_devices: dict[str, list[str]] = {}
 
     # ---- helpers ------------------------------------------------------------------------------
 
@@ -565,6 +570,11 @@ class _Extractor:
                     "the storage directory must be on a filesystem with user extended attributes "
                     "(ext4, xfs, btrfs, tmpfs)",
                 ) from None
+            self.opaque.add(parent)
+            for name in self.whiteout_devices.pop(parent, []):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=pfd)
+                    self.stats.entries -= 1
             return
         if base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
             log.debug("%s: aufs metadata %s skipped", self.label, rel)
@@ -580,6 +590,8 @@ class _Extractor:
             with contextlib.suppress(FileNotFoundError):
                 self._remove_existing(pfd, target, trel, keep_dir=False)
             return
+        if parent in self.opaque:
+            return  # the directory is opaque in this layer: nothing below shows anyway
         try:
             os.stat(target, dir_fd=pfd, follow_symlinks=False)
             return  # this layer has the entry itself: the whiteout only hid lower layers' one
@@ -592,6 +604,7 @@ class _Extractor:
                 f"{self.label}: cannot create whiteout for {trel!r}: {e.strerror}",
                 "this kernel does not let unprivileged users create whiteout devices; use the vfs driver",
             ) from None
+        self.whiteout_devices.setdefault(parent, []).append(target)
         self.stats.entries += 1
 
     def _apply_opaque(self, pfd: int, parent: str) -> None:

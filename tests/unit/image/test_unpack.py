@@ -227,6 +227,23 @@ def test_whiteouts_become_overlay_format(tmp_path: Path) -> None:
     assert stats.whiteouts == 3 and stats.opaque_dirs == 1  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("marker_first", [True, False])
+def test_no_whiteout_devices_in_a_directory_the_layer_makes_opaque(tmp_path: Path, marker_first: bool) -> None:
+    """rl commit and other tools write both the opaque marker and whiteouts for a replaced directory;
+    a whiteout device under an opaque directory of a lower layer would show as a broken entry."""
+    if not user_xattrs_supported(tmp_path):
+        pytest.skip("no user xattrs on this filesystem")
+    dest = tmp_path / "dest"
+    marker, whiteout = E("home/.wh..wh..opq"), E("home/.wh.alice")
+    entries = [E("home/", kind="dir"), *([marker, whiteout] if marker_first else [whiteout, marker]),
+               E("home/x", data=b"new"), E(".wh.elsewhere")]
+    stats = run(tar_of(entries), dest)
+    assert os.getxattr(dest / "home", OPAQUE_XATTR) == b"y"
+    assert sorted(p.name for p in (dest / "home").iterdir()) == ["x"]
+    assert stat.S_ISCHR(os.lstat(dest / "elsewhere").st_mode)  # whiteouts elsewhere stay
+    assert stats.opaque_dirs == 1  # type: ignore[attr-defined]
+
+
 def test_whiteouts_applied(tmp_path: Path) -> None:
     dest = tmp_path / "dest"
     run(tar_of([E("a/", kind="dir"), E("a/old", data=b"1"), E("gone", data=b"2"), E("keep", data=b"3")]), dest)
