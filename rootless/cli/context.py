@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import field
 from typing import TYPE_CHECKING, Any
-
-import click
 
 from rootless.records import record
 
@@ -54,4 +53,8 @@ class AppContext:
                 log.debug("cleanup failed", exc_info=True)
 
 
-pass_app = click.make_pass_decorator(AppContext)
+def pass_app(f: Callable[..., Any]) -> Callable[..., Any]:
+    """click's pass decorator for the AppContext (click is imported by whoever decorates a command)."""
+    import click
+
+    return click.make_pass_decorator(AppContext)(f)

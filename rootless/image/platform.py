@@ -8,7 +8,7 @@ images for higher amd64 levels (v2..v4) match only when asked for explicitly.
 
 from __future__ import annotations
 
-import platform as _stdlib_platform
+import os
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
@@ -86,8 +86,8 @@ def normalize(os_name: str, architecture: str, variant: str = "") -> Platform:
 
 
 def host_platform(machine: str | None = None) -> Platform:
-    """This host's platform: always linux; the architecture from ``platform.machine()``."""
-    machine = (machine if machine is not None else _stdlib_platform.machine()).lower()
+    """This host's platform: always linux; the architecture from ``uname -m``."""
+    machine = (machine if machine is not None else os.uname().machine).lower()
     arch, variant = _MACHINE_TO_ARCH.get(machine, (machine, ""))
     return normalize("linux", arch, variant)
 

@@ -58,6 +58,7 @@ USAGE_CASES: list[tuple[tuple[str, ...], int, tuple[str, ...]]] = [
     (("run", "--rm", "--security-opt", "seccomp=/nonexistent.json", IMAGE, "true"), 125,
      ("seccomp profile", "/nonexistent.json", "no such file")),
     (("run", "--rm", "-v", "/tmp:rel", IMAGE, "true"), 125, ("'rel'", "absolute")),
+    (("run", "--rm", "-it", IMAGE, "cat"), 125, ("the input device is not a tty", "leave out -t")),  # stdin: /dev/null
     (("run", "--rm", "-v", "/tmp:/a:ro:extra", IMAGE, "true"), 125, ("volume specification",)),
     (("run", "--rm", "-v", "/tmp:/a:bogus", IMAGE, "true"), 125, ("invalid option 'bogus'",)),
     (("run", "--rm", "-v", ":/a", IMAGE, "true"), 125, ("empty source",)),

@@ -13,9 +13,10 @@ from typing import Any
 
 import click
 
-from rootless.cli.commands.run import _run_flags, build_options, engine_env
+from rootless.cli.commands.run import run_flags
 from rootless.cli.context import AppContext, pass_app
 from rootless.cli.output import human_duration
+from rootless.cli.runargs import build_options, check_terminal, engine_env
 from rootless.errors import NotFoundError, RLError, UsageError
 
 TIMEOUT_HELP = "Seconds to wait for the stop signal to work before SIGKILL (default: 10)."
@@ -78,7 +79,7 @@ def run_detached(app: AppContext, opts: Any, quiet: bool = False) -> int:
     context_settings={"allow_interspersed_args": False, "help_option_names": ["--help"]},
     help="Create a container without starting it; 'rl start' runs it.",
 )
-@_run_flags
+@run_flags
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_app
@@ -609,6 +610,8 @@ def exec_(app: AppContext, interactive: bool, tty: bool, detach: bool, env_vars:
     from rootless.engine import runopts
     from rootless.runtime import process
 
+    if not detach:
+        check_terminal(interactive, tty)
     values: list[str] = []
     for path in env_file:
         values.extend(runopts.read_env_file(path))

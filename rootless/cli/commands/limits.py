@@ -1,4 +1,4 @@
-"""`rl stats`, `rl update`, `rl pause`, `rl unpause`, and the resource-limit flags `rl run` shares with update."""
+"""`rl stats`, `rl update`, `rl pause`, `rl unpause` (the resource-limit flags are rootless.cli.runargs's)."""
 
 from __future__ import annotations
 
@@ -11,47 +11,15 @@ from typing import Any
 import click
 
 from rootless.cli.context import AppContext, pass_app
+from rootless.cli.runargs import LIMIT_FLAGS, click_options, engine_env
 
 log = logging.getLogger("rl")
 
 
-def limit_options() -> list[Callable[..., Any]]:
-    """docker's resource flags, for `rl run` and `rl update` (values are checked by Limits.parse)."""
-    return [
-        click.option("-m", "--memory", default=None, metavar="BYTES", help="Memory limit (e.g. 512m)."),
-        click.option("--memory-swap", default=None, metavar="BYTES",
-                     help="Memory plus swap limit; -1: unlimited swap (default: twice --memory)."),
-        click.option("--memory-reservation", default=None, metavar="BYTES", help="Memory soft limit."),
-        click.option("--cpus", default=None, metavar="N", help="Number of CPUs (e.g. 0.5)."),
-        click.option("--cpu-period", type=int, default=None, help="CPU CFS period (µs)."),
-        click.option("--cpu-quota", type=int, default=None, help="CPU CFS quota (µs per period)."),
-        click.option("-c", "--cpu-shares", type=int, default=None, help="CPU shares (relative weight, 1024 default)."),
-        click.option("--cpu-weight", type=int, default=None, help="cgroup v2 cpu.weight (1-10000)."),
-        click.option("--cpuset-cpus", default=None, metavar="LIST", help="CPUs to run on (0-3, 0,1)."),
-        click.option("--cpuset-mems", default=None, metavar="LIST", help="Memory nodes to use (0-3, 0,1)."),
-        click.option("--pids-limit", type=int, default=None, help="Maximum number of processes (-1: unlimited)."),
-        click.option("--blkio-weight", type=int, default=None, help="Block IO weight (10-1000)."),
-    ]
-
-
-LIMIT_KEYS = ("memory", "memory_swap", "memory_reservation", "cpus", "cpu_period", "cpu_quota", "cpu_shares",
-              "cpu_weight", "cpuset_cpus", "cpuset_mems", "pids_limit", "blkio_weight")
-
-
-def limit_values(kw: dict[str, Any]) -> dict[str, Any]:
-    """The RunOptions fields of the limit flags."""
-    return {k: kw.get(k) for k in LIMIT_KEYS}
-
-
-def _with_limit_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(limit_options()):
-        f = option(f)
-    return f
+_with_limit_options = click_options(LIMIT_FLAGS)
 
 
 def _env(app: AppContext) -> Any:
-    from rootless.cli.commands.run import engine_env
-
     return engine_env(app)
 
 
