@@ -2,14 +2,18 @@
 """iperf3 between a container and the host through pasta, slirp4netns and host networking, rl
 against podman side by side.
 
-    RL_TEST_REGISTRY=127.0.0.1:5000 python bench/iperf.py [-t 5] [--networks pasta,slirp4netns,host]
+    RL_TEST_REGISTRY=127.0.0.1:5000 python bench/iperf.py [-t 5] [--runs 3] [--tools rl,podman]
+        [--networks default,pasta,pasta:port_handler=pasta,slirp4netns,slirp4netns:port_handler=slirp4netns,host]
 
 Run as the unprivileged test user from the checkout root. The test image (busybox plus the host's
 /usr/bin/iperf3 and the shared libraries ldd names, i.e. Debian's iperf3 package as installed here)
 is built and pushed to the registry first. The iperf3 server runs in the container with its port
 published on 127.0.0.1 (with --network host it listens on the host's port itself); the client runs
 on the host: "container->host" is iperf3 -R (the container sends), "host->container" the plain
-direction. Prints Gbit/s for each tool, network and direction.
+direction. Prints Gbit/s for each tool, network and direction: the median of ``--runs`` rounds
+(each round measures every tool and network once, so slow phases of a noisy machine hit all alike),
+and each round's numbers. ``NAME:port_handler=NAME`` publishes the port through the helper itself
+instead of the tool's own forwarder (podman 4.3 takes it for slirp4netns only).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -105,7 +110,7 @@ def measure(tool: Rl | Podman, root: Path, image: str, network: str, seconds: in
     port = _free_port()
     if network == "host":
         args = ["--network", "host", image, "iperf3", "-s", "-p", str(port)]
-    else:  # "default": each tool's own default (rl: pasta; podman 4: slirp4netns with rootlessport)
+    else:  # "default": each tool's own default (rl: pasta with rl's forwarder; podman 4: slirp4netns with rootlessport)
         flags = [] if network == "default" else ["--network", network]
         args = [*flags, "-p", f"127.0.0.1:{port}:5201", image, "iperf3", "-s"]
     proc = subprocess.Popen(tool.argv(root, "run", "--rm", "--init", *args), env=tool.env,
@@ -131,33 +136,44 @@ def measure(tool: Rl | Podman, root: Path, image: str, network: str, seconds: in
             proc.communicate()
 
 
+NETWORKS = "default,pasta,pasta:port_handler=pasta,slirp4netns,slirp4netns:port_handler=slirp4netns,host"
+DIRECTIONS = ("container->host", "host->container")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-t", type=int, default=5, help="seconds per direction (default 5)")
-    parser.add_argument("--networks", default="default,pasta,slirp4netns,host")
+    parser.add_argument("--runs", type=int, default=1, help="rounds; the median is reported (default 1)")
+    parser.add_argument("--networks", default=NETWORKS)
+    parser.add_argument("--tools", default="rl,podman")
     parser.add_argument("--registry", default=os.environ.get("RL_TEST_REGISTRY", ""))
     args = parser.parse_args()
     if not args.registry:
         sys.exit("set RL_TEST_REGISTRY=host:port (or --registry)")
     image = build_and_push(args.registry)
-    results: dict[tuple[str, str], dict[str, float]] = {}
+    results: dict[tuple[str, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="rl-bench-iperf-") as tmp:
         work = Path(tmp)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CONTAINERS_", "RL_"))}
-        tools: list[Rl | Podman] = [Rl(work, env)]
-        if shutil.which("podman"):
-            tools.append(Podman(work, env, args.registry))
-        else:
-            print("podman is not installed: measuring rl alone")
+        wanted = args.tools.split(",")
+        tools: list[Rl | Podman] = [Rl(work, env)] if "rl" in wanted else []
+        if "podman" in wanted:
+            if shutil.which("podman"):
+                tools.append(Podman(work, env, args.registry))
+            else:
+                print("podman is not installed: measuring rl alone")
         try:
             for tool in tools:
                 tool.pull(work / tool.name, image)
-            for network in args.networks.split(","):
-                for tool in tools:
-                    try:
-                        results[(tool.name, network)] = measure(tool, work / tool.name, image, network, args.t)
-                    except RuntimeError as e:
-                        print(f"{tool.name} {network}: {e}")
+            for _ in range(args.runs):
+                for network in args.networks.split(","):
+                    for tool in tools:
+                        try:
+                            r = measure(tool, work / tool.name, image, network, args.t)
+                        except RuntimeError as e:
+                            print(f"{tool.name} {network}: {e}")
+                            continue
+                        results.setdefault((tool.name, network), []).append(r)
         finally:
             for tool in tools:
                 with_rl = isinstance(tool, Rl)
@@ -167,9 +183,12 @@ def main() -> int:
                 else:
                     tool.remove(work / tool.name)
                 tool.close()
-    print(f"{'tool':7} {'network':12} {'container->host':>16} {'host->container':>16}")
-    for (name, network), r in results.items():
-        print(f"{name:7} {network:12} {r['container->host']:>11.2f} Gb/s {r['host->container']:>11.2f} Gb/s")
+    width = max([len(n) for _, n in results] + [7])
+    print(f"{'tool':7} {'network':{width}} {DIRECTIONS[0]:>16} {DIRECTIONS[1]:>16}  rounds (Gb/s)")
+    for (name, network), rounds in results.items():
+        medians = [statistics.median(r[d] for r in rounds) for d in DIRECTIONS]
+        each = "  ".join(f"{r[DIRECTIONS[0]]:.2f}/{r[DIRECTIONS[1]]:.2f}" for r in rounds)
+        print(f"{name:7} {network:{width}} {medians[0]:>11.2f} Gb/s {medians[1]:>11.2f} Gb/s  {each}")
     return 0
 
 

@@ -56,6 +56,13 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "when no user-mode network helper works, run the default network as host with a warning",
     ),
+    Setting(
+        "network.port_handler",
+        "str",
+        "rl",
+        "who forwards published ports of pasta and slirp4netns containers: rl's own forwarder, or the helper",
+        ("rl", "helper"),
+    ),
     Setting("registries.search", "list", ["docker.io"], "registries tried in order for short image names"),
     Setting("registries.insecure", "list", [], "registries reached over plain HTTP (localhost always may)"),
     Setting("registries.mirrors", "table", {}, "mirrors tried before a registry, e.g. docker.io = [\"m:5000\"]"),

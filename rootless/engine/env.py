@@ -19,6 +19,7 @@ class EngineEnv:
     mirrors: dict[str, list[str]] = field(default_factory=dict)
     network_default: str = ""
     fallback_to_host: bool = True
+    port_handler: str = "rl"
     limits: dict[str, Any] = field(default_factory=dict)
     without_cgroup: str = "error"
     local_root: str = ""
@@ -34,6 +35,7 @@ class EngineEnv:
             mirrors=dict(settings["registries.mirrors"]),
             network_default=settings["network.default"],
             fallback_to_host=settings["network.fallback_to_host"],
+            port_handler=settings["network.port_handler"],
             limits={
                 "memory": settings["limits.memory"],
                 "pids": settings["limits.pids"],

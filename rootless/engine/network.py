@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,17 +27,20 @@ log = logging.getLogger("rl")
 def choose_driver(env: EngineEnv, opts: RunOptions) -> Any:
     """The network driver for --network (or the configured default), probed before anything starts.
 
-    ``container:NAME`` joins a running container's namespace; any other name that is not a builtin
+    ``container:NAME`` joins a running container's namespace; ``pasta:port_handler=pasta`` (or
+    slirp4netns:...) picks who forwards the published ports; any other name that is not a builtin
     mode is a user-defined network (``a,b`` joins several, the first one gets the default route)."""
     from rootless.errors import HostError
-    from rootless.network.driver import DRIVER_NAMES, Features, get_driver
+    from rootless.network.driver import DRIVER_NAMES, Features, get_driver, parse_mode
 
     mode = opts.network or env.network_default
     if mode.startswith("container:"):
         return _container_driver(env, mode.partition(":")[2])
+    mode, mode_options = parse_mode(mode)
+    handler = {"port_handler": mode_options.get("port_handler", env.port_handler)}
     if mode in ("", "default", "private", "bridge"):
         try:
-            return get_driver("")
+            return get_driver("", **handler)
         except HostError as e:
             if not env.fallback_to_host or opts.publish or opts.publish_all:
                 raise
@@ -52,7 +54,7 @@ def choose_driver(env: EngineEnv, opts: RunOptions) -> Any:
         names = [n for n in mode.split(",") if n]
         records = [network_store(env).get(n) for n in names]
         return BridgeDriver(rootless_netns(env), records)
-    driver = get_driver(mode)
+    driver = get_driver(mode, **handler) if mode in ("pasta", "slirp4netns") else get_driver(mode)
     probed = driver.probe()
     if not isinstance(probed, Features):
         raise probed
@@ -309,6 +311,8 @@ def detach_network(env: EngineEnv, record: ContainerRecord) -> None:
             log.warning(f"stopping the network of container {record.id[:12]}: {e.line()}")
         with contextlib.suppress(OSError):
             (store.path(record.id) / "network.json").unlink()
+    import shutil
+
     run_dir = net_run_dir(env, record.id)
     _release_netns(run_dir / "netns")
     shutil.rmtree(run_dir, ignore_errors=True)

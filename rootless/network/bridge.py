@@ -31,7 +31,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from rootless.network.driver import (
 )
 from rootless.network.netns import NetNS, in_netns
 from rootless.network.networks import NetworkRecord
+from rootless.records import record
 
 NFT_TABLE = "rl"
 BRIDGE_MTU = 1500
@@ -296,7 +297,7 @@ class RootlessNetns:
 # ---------------------------------------------------------------- the driver
 
 
-@dataclass
+@record
 class Attachment:
     """One network a container joins: its record and the address allocated there."""
 

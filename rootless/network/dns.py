@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from rootless.errors import UsageError
+from rootless.records import record
 
 HOST_RESOLV_CONF = "/etc/resolv.conf"
 HOST_HOSTS = "/etc/hosts"
@@ -19,7 +20,7 @@ HOST_GATEWAY = "host-gateway"
 MAX_SEARCH = 6  # glibc before 2.26 ignored more; docker warns above it
 
 
-@dataclass
+@record
 class ResolvConf:
     nameservers: list[str] = field(default_factory=list)
     search: list[str] = field(default_factory=list)

@@ -20,7 +20,7 @@ import select
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +28,14 @@ from rootless.errors import HostError, RLError, UsageError
 from rootless.network.dns import HOST_HOSTS, HOST_RESOLV_CONF
 from rootless.network.netns import NetNS
 from rootless.network.ports import PortMapping, docker_ports
+from rootless.records import record
 
 DEFAULT_MTU = 65520
 DEFAULT_READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Features:
     """What a probed helper binary can do."""
 
@@ -52,7 +53,7 @@ class Features:
 ProbeResult = Features | HostError
 
 
-@dataclass
+@record
 class NetworkOptions:
     """What the engine asks of the network (from `rl run` flags and the image)."""
 
@@ -74,7 +75,7 @@ class NetworkOptions:
     extra_args: list[str] = field(default_factory=list)  # passed to the helper verbatim (containers.conf)
 
 
-@dataclass
+@record
 class NetworkState:
     """What setup did: for the container's files, `rl inspect`, `rl port`, and teardown."""
 
@@ -94,6 +95,9 @@ class NetworkState:
     exposed: list[str] = field(default_factory=list)
     helper_pid: int = 0
     helper_start_time: int = 0
+    port_handler: str = ""  # who serves the published ports: "rl" (portfwd) or the helper's name
+    relay_pid: int = 0  # rl's port forwarder (pasta, slirp4netns); user-defined networks: helper_pid
+    relay_start_time: int = 0
     api_socket: str = ""
     resolv_conf: str = ""
     hosts: str = ""
@@ -150,7 +154,8 @@ class NetworkDriver(abc.ABC):
         """Give ``netns`` its network. Raises RLError; on error nothing is left running."""
 
     def teardown(self, state: NetworkState) -> None:
-        """Stop the helper of ``state`` (a no-op for drivers without one)."""
+        """Stop the port forwarder and the helper of ``state`` (a no-op for drivers without them)."""
+        stop_helper(state.relay_pid, state.relay_start_time)
         stop_helper(state.helper_pid, state.helper_start_time)
         if state.api_socket:
             with contextlib.suppress(OSError):
@@ -266,6 +271,37 @@ def helper_error_text(stderr: str) -> str:
 # ---------------------------------------------------------------- registry
 
 DRIVER_NAMES = ("pasta", "slirp4netns", "none", "host")
+
+
+def resolve_port_handler(value: str, helper: str) -> str:
+    """``rl`` (rl's forwarder; podman's name ``rootlesskit`` means the same) or ``helper`` (the
+    helper's own forwarding, also called by its name) -> "rl" or the helper's name."""
+    if value in ("", "rl", "rootlesskit"):
+        return "rl"
+    if value in ("helper", helper):
+        return helper
+    raise UsageError(
+        f"unknown port handler {value!r} for {helper}",
+        f"use --network {helper}:port_handler=rl (rl's forwarder, the default) or port_handler={helper}",
+    )
+
+
+def parse_mode(mode: str) -> tuple[str, dict[str, str]]:
+    """``--network pasta:port_handler=pasta`` -> ("pasta", {"port_handler": "pasta"}). Options are
+    taken for pasta and slirp4netns only; other modes come back whole with no options."""
+    name, sep, rest = mode.partition(":")
+    if not sep or name not in ("pasta", "slirp4netns"):
+        return mode, {}
+    options: dict[str, str] = {}
+    for item in rest.split(","):
+        key, eq, value = item.partition("=")
+        if key != "port_handler" or not eq:
+            raise UsageError(
+                f"unknown option {item!r} in --network {mode}",
+                f"rl knows one option: --network {name}:port_handler=rl|{name}",
+            )
+        options[key] = value
+    return name, options
 
 
 def get_driver(name: str, **kwargs: Any) -> NetworkDriver:

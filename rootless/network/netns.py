@@ -14,10 +14,11 @@ import os
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from typing import Any
 
 from rootless.errors import RuntimeSetupError
+from rootless.records import record
 from rootless.runtime.syscalls import CLONE_NEWNET, CLONE_NEWUSER, SYSCALLS
 
 SIOCGIFFLAGS = 0x8913
@@ -29,7 +30,7 @@ SIOCGIFHWADDR = 0x8927
 IFF_UP = 0x1
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NetNS:
     """The container's network namespace: ``path`` is a bind-mounted nsfs file or /proc/PID/ns/net.
 
@@ -134,7 +135,7 @@ def lo_up() -> None:
     set_link_up("lo")
 
 
-@dataclass
+@record
 class Interface:
     """What an interface inside the namespace looks like, for NetworkSettings."""
 

@@ -18,12 +18,13 @@ import secrets
 import socket
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rootless.errors import ConflictError, NotFoundError, UsageError
+from rootless.records import record
 
 POOL = ipaddress.IPv4Network("10.89.0.0/16")
 PREFIX = 24
@@ -33,7 +34,7 @@ BRIDGE_PREFIX = "rl"
 LOCK = ".lock"
 
 
-@dataclass
+@record
 class NetworkRecord:
     name: str
     id: str

@@ -1,9 +1,14 @@
 """pasta(1) from passt: the container gets a tap interface with the host's addresses and routes.
 
-pasta daemonises once the namespace is configured (addresses, routes, lo up) and the ports are
-bound, so "the command returned 0" is readiness; ``--pid`` names the daemon. Connections to the
-gateway address are mapped to the host's loopback (unless ``--no-map-gw``), which is what
-host.containers.internal resolves to. DNS: ``--dns-forward 169.254.1.1`` relays queries sent
+pasta daemonises once the namespace is configured (addresses, routes, lo up) and its ports are
+bound, so "the command returned 0" is readiness; ``--pid`` names the daemon. Published ports go
+through rl's forwarder (rootless.network.portfwd) and pasta gets ``-t none -u none``, unless
+``port_handler=pasta``: then pasta binds them itself (its splice path hands connections from the
+host's loopback to the container's 127.0.0.1; the 2023-03 passt loses UDP replies when host and
+container ports differ).
+
+Connections to the gateway address are mapped to the host's loopback (unless ``--no-map-gw``), which
+is what host.containers.internal resolves to. DNS: ``--dns-forward 169.254.1.1`` relays queries sent
 there to the host's first resolver, even when that is 127.0.0.53.
 """
 
@@ -18,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from rootless.errors import ConflictError, HostError, UsageError
-from rootless.network import dns, netns
+from rootless.network import dns, netns, portfwd
 from rootless.network.driver import (
     Features,
     NetworkDriver,
@@ -28,6 +33,7 @@ from rootless.network.driver import (
     find_binary,
     helper_error_text,
     parse_help,
+    resolve_port_handler,
     start_time,
     stop_helper,
 )
@@ -112,10 +118,14 @@ def build_args(binary: str, ns: NetNS, options: NetworkOptions, ports: list[Port
 
 
 class PastaDriver(NetworkDriver):
+    """``port_handler``: "rl" (the default) relays published ports with rootless.network.portfwd and
+    starts pasta with ``-t none -u none``; "pasta" lets pasta bind and forward them itself."""
+
     name = "pasta"
 
-    def __init__(self, binary: str | None = None) -> None:
+    def __init__(self, binary: str | None = None, port_handler: str = "rl") -> None:
         self.binary = binary
+        self.port_handler = resolve_port_handler(port_handler, self.name)
 
     def _binary(self) -> str | None:
         return find_binary("pasta", self.binary)
@@ -149,6 +159,7 @@ class PastaDriver(NetworkDriver):
         if binary is None:
             raise HostError("cannot set up pasta networking: pasta is not installed", "install the passt package")
         ports = self.check_ports(options)
+        relayed = self.port_handler == "rl" and bool(ports)
         tmp = None
         if options.run_dir is None:
             tmp = tempfile.mkdtemp(prefix="rl-pasta-")
@@ -156,18 +167,29 @@ class PastaDriver(NetworkDriver):
         else:
             run_dir = options.run_dir
         pidfile = run_dir / "pasta.pid"
+        pid = started = 0
+        forwarder = None
         try:
+            if relayed:  # bound and started first: it gets ready while pasta does
+                forwarder = portfwd.Forwarder(ports, netns_.path, options.run_dir, userns=netns_.userns,
+                                              dual_stack=self.dual_stack_ports(options))
             pidfile.unlink(missing_ok=True)
-            args = build_args(binary, netns_, options, ports, str(pidfile))
-            pid, started = _run_pasta(args, pidfile, options.ready_timeout, ports)
+            own = [] if relayed else ports
+            pid, started = _run_pasta(build_args(binary, netns_, options, own, str(pidfile)), pidfile,
+                                      options.ready_timeout, own)
+            state = self._state(netns_, options, ports, pid, started)
+            if forwarder is not None:
+                state.relay_pid, state.relay_start_time = forwarder.serve(state.ipv4, state.ipv6,
+                                                                          options.ready_timeout)
+        except BaseException:
+            if forwarder is not None:
+                forwarder.cancel()
+            stop_helper(pid, started)
+            raise
         finally:
             if tmp:
                 shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            return self._state(netns_, options, ports, pid, started)
-        except BaseException:
-            stop_helper(pid, started)
-            raise
+        return state
 
     def _state(
         self, ns: NetNS, options: NetworkOptions, ports: list[PortMapping], pid: int, started: int
@@ -208,6 +230,7 @@ class PastaDriver(NetworkDriver):
             exposed=list(options.exposed),
             helper_pid=pid,
             helper_start_time=started,
+            port_handler=self.port_handler if ports else "",
             resolv_conf=resolv.render(),
             hosts=hosts,
             netns=ns,

@@ -11,16 +11,17 @@ import errno
 import ipaddress
 import socket
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from rootless.errors import ConflictError, HostError, UsageError
+from rootless.records import record
 
 PROTOCOLS = ("tcp", "udp")
 UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PortMapping:
     """One container port published on one host port.
 
@@ -251,7 +252,7 @@ def port_problem(ip: str, port: int, protocol: str, dual_stack: bool = False) ->
     return problem
 
 
-def _conflict(m: PortMapping, problem: OSError) -> ConflictError | HostError:
+def port_conflict(m: PortMapping, problem: OSError) -> ConflictError | HostError:
     where = f"{m.display_ip}" if ":" not in m.host_ip else f"[{m.host_ip}]"
     if problem.errno == errno.EADDRINUSE:
         return ConflictError(
@@ -274,7 +275,7 @@ def check_host_ports(mappings: Iterable[PortMapping], dual_stack: bool = False) 
     for m in mappings:
         problem = port_problem(m.host_ip, m.host_port, m.protocol, dual_stack)
         if problem is not None:
-            raise _conflict(m, problem)
+            raise port_conflict(m, problem)
 
 
 def free_port(ip: str = "", protocol: str = "tcp") -> int:

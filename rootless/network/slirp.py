@@ -2,8 +2,10 @@
 
 10.0.2.2 is the gateway and reaches the host's 127.0.0.1 (unless --disable-host-loopback),
 10.0.2.3 is its DNS forwarder, the container is 10.0.2.100. slirp4netns does not daemonise: rl
-starts it detached (double fork, own session, so it outlives `rl run -d`), waits on --ready-fd,
-and publishes ports through its API socket (add_hostfwd).
+starts it detached (double fork, own session, so it outlives `rl run -d`) and waits on --ready-fd.
+Published ports go through rl's forwarder (rootless.network.portfwd, straight into the namespace,
+podman's default port_handler=rootlesskit), or with ``port_handler=slirp4netns`` through
+slirp4netns' API socket (add_hostfwd: IPv4 only, and every byte through the user-mode TCP stack).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rootless.errors import ConflictError, HostError, UsageError
-from rootless.network import dns, netns
+from rootless.network import dns, netns, portfwd
 from rootless.network.driver import (
     Features,
     NetworkDriver,
@@ -31,6 +33,7 @@ from rootless.network.driver import (
     find_binary,
     helper_error_text,
     parse_help,
+    resolve_port_handler,
     start_time,
     stop_helper,
 )
@@ -166,10 +169,13 @@ def spawn_detached(argv: list[str], keep_fd: int, stderr_path: str) -> int:
 
 
 class SlirpDriver(NetworkDriver):
+    """``port_handler``: "rl" (the default) or "slirp4netns" (add_hostfwd)."""
+
     name = "slirp4netns"
 
-    def __init__(self, binary: str | None = None) -> None:
+    def __init__(self, binary: str | None = None, port_handler: str = "rl") -> None:
         self.binary = binary
+        self.port_handler = resolve_port_handler(port_handler, self.name)
 
     def _binary(self) -> str | None:
         return find_binary("slirp4netns", self.binary)
@@ -187,17 +193,21 @@ class SlirpDriver(NetworkDriver):
             _probed[binary] = slirp_features(help_run.stdout + help_run.stderr, version_run.stdout, binary)
         return _probed[binary]
 
+    def dual_stack_ports(self, options: NetworkOptions) -> bool:
+        return self.port_handler == "rl" and options.ipv6
+
     def setup(self, netns_: NetNS | None, options: NetworkOptions) -> NetworkState:
         if netns_ is None:
             raise UsageError("slirp4netns needs a network namespace", "this is a bug in the caller")
         features = self.probe()
         if isinstance(features, HostError):
             raise features
+        relayed = self.port_handler == "rl"
         for m in options.ports:
-            if ":" in m.host_ip:
+            if ":" in m.host_ip and not relayed:
                 raise UsageError(
                     f"cannot publish {m.key} on [{m.host_ip}] with slirp4netns: it forwards IPv4 host addresses only",
-                    "use an IPv4 address or --network pasta",
+                    "use an IPv4 address, or leave out port_handler=slirp4netns",
                 )
         ports = self.check_ports(options)
         tmp = None
@@ -212,14 +222,18 @@ class SlirpDriver(NetworkDriver):
             os.unlink(api)
         r, w = os.pipe2(os.O_CLOEXEC)
         pid = started = 0
+        forwarder = None
         try:
+            if relayed and ports:  # bound and started first: it gets ready while slirp4netns does
+                forwarder = portfwd.Forwarder(ports, netns_.path, options.run_dir, userns=netns_.userns,
+                                              dual_stack=self.dual_stack_ports(options))
             args = build_args(features.path, netns_, options, features, w, api)
             pid = spawn_detached(args, w, log)
             os.close(w)
             w = -1
             started = start_time(pid)
             self._wait_ready(r, pid, log, options.ready_timeout)
-            for m in ports:
+            for m in [] if relayed else ports:
                 answer = add_hostfwd(api, m)
                 if "error" in answer:
                     desc = (
@@ -230,7 +244,12 @@ class SlirpDriver(NetworkDriver):
                         f"publish another host port (-p OTHER:{m.container_port})",
                     )
             state = self._state(netns_, options, ports, pid, started, api, options.ipv6 and features.ipv6)
+            if forwarder is not None:
+                state.relay_pid, state.relay_start_time = forwarder.serve(state.ipv4, state.ipv6,
+                                                                          options.ready_timeout)
         except BaseException:
+            if forwarder is not None:
+                forwarder.cancel()
             stop_helper(pid, started)
             with contextlib.suppress(OSError):
                 os.unlink(api)
@@ -322,6 +341,7 @@ class SlirpDriver(NetworkDriver):
             exposed=list(options.exposed),
             helper_pid=pid,
             helper_start_time=started,
+            port_handler=self.port_handler if ports else "",
             api_socket=api,
             resolv_conf=resolv.render(),
             hosts=hosts,

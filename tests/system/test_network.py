@@ -80,8 +80,13 @@ def containers(rl: RunRl, rl_env: dict[str, str], tmp_path: Path,
 
 
 def _helpers(rl_env: dict[str, str]) -> list[str]:
-    """pasta/slirp4netns/port forwarders of this test's runtime dir still running."""
+    """pasta/slirp4netns/port forwarders of this test's rl still running (their command lines name the
+    runtime dir, or the short directory under /tmp that rl uses instead when that path is long)."""
+    from rootless.engine.env import EngineEnv
+    from rootless.engine.network import net_run_dir
+
     runtime = rl_env["XDG_RUNTIME_DIR"]
+    markers = {runtime, str(net_run_dir(EngineEnv(Path(runtime), Path(runtime) / "rl"), "x").parent)}
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -91,7 +96,8 @@ def _helpers(rl_env: dict[str, str]) -> list[str]:
             continue
         if stat[stat.rindex(")") + 2] == "Z":
             continue
-        if runtime in cmdline and ("pasta" in cmdline or "slirp4netns" in cmdline or "portfwd" in cmdline):
+        if any(m in cmdline for m in markers) and (
+                "pasta" in cmdline or "slirp4netns" in cmdline or "portfwd" in cmdline):
             found.append(cmdline)
     return found
 
@@ -193,4 +199,104 @@ def test_publish_connect_disconnect_and_port(rl: RunRl, rl_env: dict[str, str], 
         s.bind(("127.0.0.1", port))
     rl("network", "rm", "one", "two")
     rl("system", "migrate")
+    assert _helpers(rl_env) == []
+
+
+def _forwarders(rl_env: dict[str, str]) -> list[str]:
+    return [c for c in _helpers(rl_env) if "rootless.network.portfwd" in c]
+
+
+def _get(port: int) -> bytes:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=5) as r:
+                return bytes(r.read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_pasta_publishes_through_rl_forwarder(rl: RunRl, rl_env: dict[str, str], fixture_images: dict[str, Any],
+                                              tmp_path: Path) -> None:
+    busybox = ref(fixture_images, "busybox")
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("relayed\n")
+    port, udp = _free_port(), _free_port()
+    rl("run", "-d", "-q", "--name", "web", "--network", "pasta", "-p", f"127.0.0.1:{port}:80",
+       "-p", f"127.0.0.1:{udp}:5353/udp", "-v", f"{www}:/www:ro", busybox, "httpd", "-f", "-p", "80", "-h", "/www")
+    try:
+        assert _get(port) == b"relayed\n"
+        assert len(_forwarders(rl_env)) == 1
+        pasta = [c for c in _helpers(rl_env) if c.split()[0].endswith("pasta")]
+        assert len(pasta) == 1 and " -t none -u none " in pasta[0]  # pasta forwards nothing itself
+        assert rl("port", "web").lines == [f"80/tcp -> 127.0.0.1:{port}", f"5353/udp -> 127.0.0.1:{udp}"]
+        ports = json.loads(rl("inspect", "-f", "{{json .NetworkSettings.Ports}}", "web").out)
+        assert ports["80/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
+        taken = rl("run", "--rm", "-q", "-p", f"127.0.0.1:{port}:80", busybox, "true", rc=125)
+        assert taken.err.count("\n") == 1 and f"port {port}/tcp is already in use on 127.0.0.1" in taken.err
+    finally:
+        rl("rm", "-f", "web")
+    assert _forwarders(rl_env) == [] and _helpers(rl_env) == []
+    assert _port_is_free(port)
+    # a container that exits by itself: its monitor stops the forwarder
+    rl("run", "-d", "-q", "--name", "brief", "-p", f"127.0.0.1:{port}:80", busybox, "sleep", "1")
+    deadline = time.monotonic() + 20
+    while _helpers(rl_env) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _helpers(rl_env) == [] and _port_is_free(port)
+
+
+@pytest.mark.parametrize("network", ["pasta", "slirp4netns"])
+def test_helper_port_handler(rl: RunRl, rl_env: dict[str, str], containers: Containers,
+                             fixture_images: dict[str, Any], tmp_path: Path, network: str) -> None:
+    """--network NAME:port_handler=NAME: the helper forwards the ports itself, no rl forwarder runs;
+    the network.port_handler setting says the same for every container."""
+    busybox = ref(fixture_images, "busybox")
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text(f"{network} itself\n")
+    port = _free_port()
+    containers.start("--name", "own", "--network", f"{network}:port_handler={network}", "-p", f"127.0.0.1:{port}:80",
+                     "-v", f"{www}:/www:ro", command="exec httpd -f -p 80 -h /www", image=busybox)
+    assert _get(port) == f"{network} itself\n".encode()
+    assert _forwarders(rl_env) == []
+    assert rl("port", "own").lines == [f"80/tcp -> 127.0.0.1:{port}"]
+    containers.stop_all()
+    assert _helpers(rl_env) == [] and _port_is_free(port)
+
+    port = _free_port()
+    containers.start("--name", "conf", "--network", network, "-p", f"127.0.0.1:{port}:80", "-v", f"{www}:/www:ro",
+                     command="exec httpd -f -p 80 -h /www", image=busybox)
+    assert _get(port) == f"{network} itself\n".encode()
+    assert len(_forwarders(rl_env)) == 1  # the default: rl's forwarder
+    containers.stop_all()
+    assert _helpers(rl_env) == [] and _port_is_free(port)
+
+
+def test_port_handler_setting_and_mistakes(rl: RunRl, rl_env: dict[str, str], containers: Containers,
+                                           fixture_images: dict[str, Any], tmp_path: Path) -> None:
+    busybox = ref(fixture_images, "busybox")
+    port = _free_port()
+    containers.env = {**rl_env, "RL_NETWORK_PORT_HANDLER": "helper"}
+    containers.start("--network", "slirp4netns", "-p", f"127.0.0.1:{port}:80", command="exec sleep 60",
+                     image=busybox)
+    assert _forwarders(rl_env) == [] and len(_helpers(rl_env)) == 1
+    containers.stop_all()
+    bad = rl("run", "--rm", "--network", "pasta:port_handler=slirp4netns", busybox, "true", rc=125)
+    assert bad.err.count("\n") == 1 and "unknown port handler 'slirp4netns' for pasta" in bad.err
+    bad = rl("run", "--rm", "--network", "slirp4netns:mtu=1500", busybox, "true", rc=125)
+    assert bad.err.count("\n") == 1 and "unknown option 'mtu=1500'" in bad.err
     assert _helpers(rl_env) == []

@@ -103,7 +103,8 @@ class Sandbox:
 
 
 def helper_pids(marker: str) -> list[int]:
-    """Live pasta/slirp4netns processes whose command line mentions ``marker`` (our netns path)."""
+    """Live pasta/slirp4netns processes and rl port forwarders whose command line mentions
+    ``marker`` (our netns path)."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -117,9 +118,9 @@ def helper_pids(marker: str) -> list[int]:
         state = stat[stat.rindex(")") + 2 :].split()[0]
         if state in "ZXx":
             continue
-        if os.path.basename(argv[0].decode(errors="replace")) in HELPER_NAMES and any(
-            marker.encode() in a for a in argv
-        ):
+        helper = os.path.basename(argv[0].decode(errors="replace")) in HELPER_NAMES
+        forwarder = b"rootless.network.portfwd" in argv
+        if (helper or forwarder) and any(marker.encode() in a for a in argv):
             found.append(int(name))
     return found
 
