@@ -8,12 +8,14 @@ CONTAINERS_STORAGE_CONF / CONTAINERS_REGISTRIES_CONF, so the user's own podman s
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +28,14 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     if proc.returncode != 0:
         sys.exit(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
     return elapsed
+
+
+def output(argv: list[str], env: dict[str, str]) -> str:
+    """The standard output of ``argv``; raises RuntimeError with its output when it fails."""
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}".strip())
+    return proc.stdout
 
 
 class Rl:
@@ -47,6 +57,25 @@ class Rl:
 
     def run(self, root: Path, *args: str) -> float:
         return timed(self.argv(root, "run", *args), self.env)
+
+    def run_detached(self, root: Path, *args: str) -> str:
+        """``rl run -d ARGS``: the new container's ID."""
+        return output(self.argv(root, "run", "-d", *args), self.env).split()[-1]
+
+    def inspect(self, root: Path, *ids: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = json.loads(output(self.argv(root, "inspect", *ids), self.env))
+        return result
+
+    def rm(self, root: Path, *ids: str) -> None:
+        """``rl rm -f IDS``."""
+        output(self.argv(root, "rm", "-f", *ids), self.env)
+
+    def pause_pid(self) -> int | None:
+        """The pid of this runroot's pause process, as rl recorded it (None: none started)."""
+        try:
+            return int(json.loads((self.runroot / "pause.json").read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            return None
 
     def remove(self, root: Path) -> None:
         code = ("import shutil\nfrom pathlib import Path\nfrom rootless.runtime import pause\n"
@@ -87,6 +116,29 @@ class Podman:
 
     def run(self, root: Path, *args: str) -> float:
         return timed(self.argv(root, "run", *args), self.env)
+
+    def run_detached(self, root: Path, *args: str) -> str:
+        """``podman run -d ARGS``: the new container's ID."""
+        return output(self.argv(root, "run", "-d", *args), self.env).split()[-1]
+
+    def inspect(self, root: Path, *ids: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = json.loads(output(self.argv(root, "inspect", *ids), self.env))
+        return result
+
+    def rm(self, root: Path, *ids: str) -> None:
+        """``podman rm -f -t 0 IDS``."""
+        output(self.argv(root, "rm", "-f", "-t", "0", *ids), self.env)
+
+    def pause_pid(self) -> int | None:
+        """The pid of the user's podman pause process when XDG_RUNTIME_DIR is set in the environment
+        given (podman keeps it in $XDG_RUNTIME_DIR/libpod/tmp/pause.pid); None when unknown or absent."""
+        runtime_dir = self.env.get("XDG_RUNTIME_DIR")
+        if not runtime_dir:
+            return None
+        try:
+            return int((Path(runtime_dir) / "libpod" / "tmp" / "pause.pid").read_text())
+        except (OSError, ValueError):
+            return None
 
     def remove(self, root: Path) -> None:
         subprocess.run(["podman", "unshare", "rm", "-rf", str(root)], env=self.env, check=True)
