@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import os
 import pwd
-from dataclasses import field
 from pathlib import Path
 
 from rootless.cgroups.host import CGROUP_ROOT, Host
 from rootless.errors import HostError
-from rootless.records import record
+from rootless.records import field, record
 
 # The controllers rl uses, and the ones an admin should delegate.
 RL_CONTROLLERS = ("cpu", "cpuset", "io", "memory", "pids")

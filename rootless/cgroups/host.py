@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import field
 from pathlib import Path
 
-from rootless.records import record
+from rootless.records import field, record
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 

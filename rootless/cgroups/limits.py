@@ -8,10 +8,9 @@ they must be made; ``Limits.controllers()`` names the controllers that have to b
 from __future__ import annotations
 
 import re
-from dataclasses import fields
 
 from rootless.errors import UsageError
-from rootless.records import record
+from rootless.records import fields, record
 
 CPU_PERIOD = 100_000  # docker's and the kernel's default cpu.max period (µs)
 MIN_MEMORY = 6 * 1024 * 1024  # docker: "Minimum memory limit allowed is 6MB"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
-from rootless.records import record
+from rootless.records import field, record
 
 if TYPE_CHECKING:
     from rootless.config.dirs import Dirs

@@ -13,11 +13,10 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from dataclasses import field
 from typing import Any
 
 from rootless.errors import UsageError
-from rootless.records import record
+from rootless.records import field, record
 
 _ACTION = re.compile(r"{{-?\s*(.*?)\s*-?}}", re.S)
 

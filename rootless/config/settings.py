@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from rootless.config.schema import BY_KEY, SETTINGS, Setting
 from rootless.errors import ConfigError
-from rootless.records import record
+from rootless.records import field, record
 
 SYSTEM_CONFIG = "/etc/rl/rl.toml"
 

@@ -19,7 +19,6 @@ and reports it exited; ``cleanup`` (idempotent) is run by rm, start and reset.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from rootless.engine.env import EngineEnv
 from rootless.errors import ConflictError, NotFoundError, RLError, UsageError
+from rootless.records import asdict, fields
 from rootless.state.containers import CGROUP_KEY, ContainerRecord, ContainerStore, now_rfc3339
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def parse_signal(text: str | int | None, default: int = signals.SIGKILL) -> int:
 
 def save_run_options(store: ContainerStore, cid: str, opts: RunOptions) -> None:
     with store.update(cid) as rec:
-        rec.extra[RUN_OPTS_KEY] = dataclasses.asdict(opts)
+        rec.extra[RUN_OPTS_KEY] = asdict(opts)
 
 
 def load_run_options(record: ContainerRecord) -> RunOptions:
@@ -113,7 +113,7 @@ def load_run_options(record: ContainerRecord) -> RunOptions:
     data = dict(record.extra.get(RUN_OPTS_KEY) or {})
     if not data:
         return RunOptions(image=record.image)
-    known = {f.name for f in dataclasses.fields(RunOptions)}
+    known = {f.name for f in fields(RunOptions)}
     data = {k: v for k, v in data.items() if k in known}
     data["mounts"] = [Mount(**{**m, "options": tuple(m.get("options") or ())}) for m in data.get("mounts") or []]
     data["add_hosts"] = [tuple(h) for h in data.get("add_hosts") or []]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from rootless.records import record
+from rootless.records import field, record
 
 
 @record(frozen=True)

@@ -24,7 +24,6 @@ import os
 import signal as signals
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, fields
 from typing import Any
 
 from rootless.cgroups import CgroupInfo, Leaf, Limits, Stats, cpu_percent, detect, no_cgroup, problem
@@ -34,7 +33,7 @@ from rootless.cgroups.host import Host
 from rootless.engine.env import EngineEnv
 from rootless.engine.runopts import RunOptions
 from rootless.errors import ConflictError, HostError, RLError, UsageError
-from rootless.records import record
+from rootless.records import asdict, fields, record
 from rootless.state.containers import CGROUP_KEY, ContainerRecord, ContainerStore
 
 log = logging.getLogger("rl")

@@ -7,12 +7,11 @@ an image already in the store) import nothing of it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rootless.image import reference as refs
-from rootless.records import record
+from rootless.records import field, record
 
 if TYPE_CHECKING:
     from rootless.image.auth import Credentials

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import field
 from pathlib import Path
 
 from rootless.errors import UsageError
 from rootless.network.dns import parse_add_host as _parse_hosts_entry
-from rootless.records import record
+from rootless.records import field, record
 
 
 @record(frozen=True)

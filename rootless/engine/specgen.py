@@ -7,14 +7,13 @@ Entrypoint/Cmd, Env, WorkingDir, User, capabilities, security options) are unit-
 from __future__ import annotations
 
 import signal as signals
-from dataclasses import field
 from typing import Any
 
 from rootless.engine.runopts import Mount as UserMount
 from rootless.engine.runopts import RunOptions, merge_env
 from rootless.engine.users import User as ResolvedUser
 from rootless.errors import UsageError
-from rootless.records import record
+from rootless.records import field, record
 from rootless.runtime import capabilities
 from rootless.runtime.spec import (
     DEFAULT_MASKED_PATHS,

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import field
-
 from rootless.errors import UsageError
-from rootless.records import record
+from rootless.records import field, record
 
 MAX_ID = 4294967294  # (uid_t)-1 means "no change" to the kernel
 

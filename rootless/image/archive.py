@@ -34,7 +34,6 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -42,7 +41,7 @@ from rootless.errors import ImageError, NotFoundError, UsageError
 from rootless.image import compression
 from rootless.image.store import ImageRecord, Store, digest_hex, now_iso
 from rootless.image.unpack import label_for
-from rootless.records import record
+from rootless.records import field, record
 
 DOCKER_ARCHIVE = "docker-archive"
 OCI_ARCHIVE = "oci-archive"

@@ -24,12 +24,11 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from rootless.errors import AuthError, ConfigError, UsageError
-from rootless.records import record
+from rootless.records import field, record
 
 log = logging.getLogger("rl")
 

@@ -9,12 +9,11 @@ foreign / non-distributable layers are refused since their bytes live outside th
 from __future__ import annotations
 
 import json
-from dataclasses import field
 from typing import Any
 
 from rootless.errors import ImageError
 from rootless.image.platform import Platform, best_match, normalize
-from rootless.records import record
+from rootless.records import field, record
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"

@@ -38,7 +38,6 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from dataclasses import field
 from typing import IO, Protocol, TypeVar
 
 from rootless import __version__
@@ -46,7 +45,7 @@ from rootless.errors import AuthError, ImageError, NotFoundError, RegistryError
 from rootless.image.auth import Credentials, auth_failed
 from rootless.image.manifest import ACCEPT, MANIFEST_TYPES, MAX_MANIFEST_SIZE, sha256_digest
 from rootless.image.reference import SHA256_RE
-from rootless.records import record
+from rootless.records import field, record
 
 log = logging.getLogger("rl")
 

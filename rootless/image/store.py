@@ -29,13 +29,12 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from rootless.errors import ConflictError, ImageError, NotFoundError, StorageError, UsageError
-from rootless.records import record
+from rootless.records import field, record
 from rootless.state.atomic import atomic_write_json, fsync_dir, read_json
 from rootless.state.locks import FileLock
 

@@ -33,12 +33,11 @@ import stat
 import tarfile
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import field
 from typing import Any, BinaryIO, Literal
 
 from rootless.errors import ImageError, RLError, StorageError
 from rootless.image import compression
-from rootless.records import record
+from rootless.records import field, record
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,6 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
-from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,7 @@ from rootless.network.driver import (
 )
 from rootless.network.netns import NetNS, in_netns
 from rootless.network.networks import NetworkRecord
-from rootless.records import record
+from rootless.records import field, record
 
 NFT_TABLE = "rl"
 BRIDGE_MTU = 1500

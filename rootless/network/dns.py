@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import field
 
 from rootless.errors import UsageError
-from rootless.records import record
+from rootless.records import field, record
 
 HOST_RESOLV_CONF = "/etc/resolv.conf"
 HOST_HOSTS = "/etc/hosts"

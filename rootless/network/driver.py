@@ -20,7 +20,6 @@ import select
 import shutil
 import signal
 import time
-from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from rootless.errors import HostError, RLError, UsageError
 from rootless.network.dns import HOST_HOSTS, HOST_RESOLV_CONF
 from rootless.network.netns import NetNS
 from rootless.network.ports import PortMapping, docker_ports
-from rootless.records import record
+from rootless.records import field, fields, record
 
 DEFAULT_MTU = 65520
 DEFAULT_READY_TIMEOUT = 10.0
@@ -116,7 +115,7 @@ class NetworkState:
         values = dict(data)
         values["ports"] = [PortMapping.from_json(p) for p in data.get("ports", [])]
         values["netns"] = NetNS.from_json(data["netns"]) if data.get("netns") else None
-        known = set(cls.__dataclass_fields__)
+        known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def network_settings(self) -> dict[str, Any]:

@@ -14,11 +14,10 @@ import os
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import asdict, field
 from typing import Any
 
 from rootless.errors import RuntimeSetupError
-from rootless.records import record
+from rootless.records import asdict, field, record
 from rootless.runtime.syscalls import CLONE_NEWNET, CLONE_NEWUSER, SYSCALLS
 
 SIOCGIFFLAGS = 0x8913

@@ -18,13 +18,12 @@ import secrets
 import socket
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rootless.errors import ConflictError, NotFoundError, UsageError
-from rootless.records import record
+from rootless.records import field, fields, record
 
 POOL = ipaddress.IPv4Network("10.89.0.0/16")
 PREFIX = 24
@@ -52,7 +51,7 @@ class NetworkRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> NetworkRecord:
-        known = set(cls.__dataclass_fields__)
+        known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @property

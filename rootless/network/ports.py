@@ -11,11 +11,10 @@ import errno
 import ipaddress
 import socket
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from rootless.errors import ConflictError, HostError, UsageError
-from rootless.records import record
+from rootless.records import record, replace
 
 PROTOCOLS = ("tcp", "udp")
 UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start"

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import field
 
 from rootless.errors import RuntimeSetupError, UsageError
-from rootless.records import record
+from rootless.records import field, record
 from rootless.runtime.syscalls import Syscalls
 
 # include/uapi/linux/capability.h

@@ -36,13 +36,12 @@ import errno
 import fcntl
 import os
 import termios
-from dataclasses import field
 from socket import socket
 from typing import NoReturn
 
 from rootless.errors import ConflictError, RuntimeSetupError, UsageError
 from rootless.procfs import start_time as _start_time
-from rootless.records import record
+from rootless.records import field, record
 from rootless.runtime import capabilities, messages, process
 from rootless.runtime.process import ContainerProcess
 from rootless.runtime.spec import DEFAULT_PATH, ContainerSpec, User

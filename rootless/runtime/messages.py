@@ -11,9 +11,8 @@ from __future__ import annotations
 import array
 import json
 import socket
-from dataclasses import asdict
 
-from rootless.records import record
+from rootless.records import asdict, record
 
 
 @record(frozen=True)

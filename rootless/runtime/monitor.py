@@ -225,7 +225,7 @@ class MonitorConfig:
         return self.spec
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
+        from rootless.records import asdict
 
         return {
             "container_id": self.container_id,

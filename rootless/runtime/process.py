@@ -33,12 +33,11 @@ import termios
 import tty
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import field
 from socket import socket
 from typing import NoReturn
 
 from rootless.errors import CannotInvokeError, CommandNotFoundError, ConfigError, RuntimeSetupError, UsageError
-from rootless.records import record
+from rootless.records import field, record
 from rootless.runtime import capabilities, messages, rootfs, seccomp
 from rootless.runtime.spec import DEFAULT_PATH, HOST, NEW, ContainerSpec
 from rootless.runtime.syscalls import (

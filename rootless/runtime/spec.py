@@ -8,10 +8,9 @@ process, the way podman's specgen produces an OCI spec that a runtime executes.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, field
 from typing import Any
 
-from rootless.records import record
+from rootless.records import asdict, field, record
 from rootless.runtime.capabilities import DEFAULT_CAPABILITIES, CapabilitySets, for_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

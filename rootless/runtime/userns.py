@@ -11,11 +11,10 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from dataclasses import field
 from pathlib import Path
 
 from rootless.errors import HostError, RuntimeSetupError
-from rootless.records import record
+from rootless.records import field, record
 from rootless.runtime import idmap
 from rootless.runtime.syscalls import CLONE_NEWNS, CLONE_NEWUSER, SYSCALLS, Syscalls
 

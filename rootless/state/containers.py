@@ -18,13 +18,12 @@ import re
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any
 
 from rootless.errors import ConflictError, NotFoundError, StorageError, UsageError
 from rootless.procfs import start_time
-from rootless.records import record
+from rootless.records import asdict, field, fields, record
 from rootless.state import atomic, locks
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -95,7 +94,7 @@ class ContainerRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ContainerRecord:
-        known = {f for f in cls.__dataclass_fields__}
+        known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_json(self) -> dict[str, Any]:

@@ -26,11 +26,10 @@ import shutil
 import signal
 import stat
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rootless.records import record
+from rootless.records import asdict, record
 from rootless.runtime import syscalls as sc
 from rootless.storage.driver import remove_tree
 

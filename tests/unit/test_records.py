@@ -1,15 +1,14 @@
-"""rootless.records.record behaves as dataclasses.dataclass for what rl uses."""
+"""rootless.records behaves as dataclasses for what rl uses, without importing it."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import pickle
-from dataclasses import field
 
 import pytest
 
-from rootless.records import record
+from rootless.records import FrozenInstanceError, asdict, field, fields, record, replace
 
 
 @record
@@ -41,9 +40,9 @@ class WithPost:
 class StdPoint:
     x: int
     y: int = 0
-    tags: list[str] = field(default_factory=list)
-    secret: str = field(default="", repr=False)
-    note: str = field(default="", compare=False)
+    tags: list[str] = dataclasses.field(default_factory=list)
+    secret: str = dataclasses.field(default="", repr=False)
+    note: str = dataclasses.field(default="", compare=False)
 
 
 def test_construction_positional_keyword_and_defaults() -> None:
@@ -79,20 +78,20 @@ def test_repr_and_eq_match_the_standard_dataclass() -> None:
 
 def test_frozen_instances() -> None:
     k = Key("a", extra={"x": "y"})
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(FrozenInstanceError):
         k.name = "b"  # type: ignore[misc]
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(FrozenInstanceError):
         del k.size  # type: ignore[misc]
     assert hash(k) == hash(Key("a"))  # extra is neither compared nor hashed
     assert {k, Key("a")} == {k}
-    assert dataclasses.replace(k, size=2) == Key("a", 2)
+    assert replace(k, size=2) == Key("a", 2)
 
 
-def test_dataclasses_functions_copy_and_pickle() -> None:
+def test_fields_asdict_copy_and_pickle() -> None:
     p = Point(1, 2, ["a"])
-    assert dataclasses.is_dataclass(p)
-    assert [f.name for f in dataclasses.fields(Point)] == ["x", "y", "tags", "secret", "note"]
-    assert dataclasses.asdict(p) == {"x": 1, "y": 2, "tags": ["a"], "secret": "", "note": ""}
+    assert [f.name for f in fields(Point)] == ["x", "y", "tags", "secret", "note"]
+    assert [f.name for f in fields(p)] == ["x", "y", "tags", "secret", "note"]
+    assert asdict(p) == {"x": 1, "y": 2, "tags": ["a"], "secret": "", "note": ""}
     assert copy.deepcopy(p) == p
     assert pickle.loads(pickle.dumps(Key("a"))) == Key("a")
     assert copy.copy(Key("a")) == Key("a")
@@ -102,3 +101,42 @@ def test_post_init_and_init_false_fields() -> None:
     assert WithPost(3).b == 6
     with pytest.raises(TypeError):
         WithPost(1, 2)  # type: ignore[call-arg]
+
+
+@record
+class Base:
+    a: int
+    b: str = "b"
+
+
+@record
+class Child(Base):
+    c: list[int] = field(default_factory=list)
+    nested: Point | None = None
+
+
+def test_inheritance_and_nested_asdict() -> None:
+    c = Child(1, "x", [2], Point(3))
+    assert [f.name for f in fields(Child)] == ["a", "b", "c", "nested"]
+    assert c == Child(a=1, b="x", c=[2], nested=Point(3))
+    assert repr(c).startswith("Child(a=1, b='x', c=[2], nested=Point(x=3,")
+    d = asdict(c)
+    assert d["nested"] == {"x": 3, "y": 0, "tags": [], "secret": "", "note": ""}
+    assert d["c"] is not c.c  # copied, as dataclasses.asdict
+    assert Child.b == "b" and not hasattr(Child, "c")  # class attributes as dataclasses leaves them
+
+
+def test_declaration_mistakes_are_caught() -> None:
+    with pytest.raises(ValueError, match="mutable default"):
+        record(type("Bad", (), {"__annotations__": {"x": "list[int]"}, "x": []}))
+    with pytest.raises(TypeError, match="non-default argument 'y' follows default argument"):
+        record(type("Bad2", (), {"__annotations__": {"x": "int", "y": "int"}, "x": 1}))
+
+
+def test_importing_records_does_not_import_dataclasses() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, rootless.records\n"
+            "assert 'dataclasses' not in sys.modules and 'inspect' not in sys.modules, 'imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -4,7 +4,6 @@ setns sequence of a join (with a recording fake of the system calls)."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import json
 import logging
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from rootless.errors import HostError, RuntimeSetupError
+from rootless.records import replace
 from rootless.runtime import idmap, pause, userns
 from rootless.runtime.idmap import IdRange
 from rootless.runtime.syscalls import CLONE_NEWNS, CLONE_NEWUSER, Syscalls
@@ -159,7 +159,7 @@ def test_recorded_own_namespace_is_not_live(tmp_path: Path) -> None:
     st = pause.proc_stat(os.getpid())
     assert st is not None
     h = handle(tmp_path)
-    h = dataclasses.replace(h, pid=os.getpid(), start_time=st[1], userns=userns.ns_inode("self", "user"))
+    h = replace(h, pid=os.getpid(), start_time=st[1], userns=userns.ns_inode("self", "user"))
     assert not pause.is_live(h)
 
 
@@ -181,7 +181,7 @@ def test_warn_once_per_pause_process(tmp_path: Path) -> None:
         pause._warn_once(h, "careful")
         pause._warn_once(h, "careful")
         assert collect.messages == ["careful"]
-        other = dataclasses.replace(h, pid=43)
+        other = replace(h, pid=43)
         pause._warn_once(other, "careful")
         assert collect.messages == ["careful", "careful"]
         pause._warn_once(other, None)
@@ -291,7 +291,7 @@ def test_stop_without_pidfd_open(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     try:
         st = pause.proc_stat(pid)
         assert st is not None
-        h = dataclasses.replace(handle(tmp_path), pid=pid, start_time=st[1])
+        h = replace(handle(tmp_path), pid=pid, start_time=st[1])
 
         def no_pidfd(pid: int) -> int:
             raise OSError(errno.ENOSYS, "pidfd_open")
