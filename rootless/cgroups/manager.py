@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import signal
 import time
@@ -25,9 +24,8 @@ from rootless.cgroups.detect import RL_CONTROLLERS, CgroupInfo, controllers, det
 from rootless.cgroups.host import Host
 from rootless.cgroups.limits import Limits, limit_files
 from rootless.errors import ConflictError, HostError, RuntimeSetupError, UsageError
+from rootless.log import log
 from rootless.records import record
-
-log = logging.getLogger("rl")
 
 MONITOR = "rl-monitor"
 LEAF_PREFIX = "rl-"

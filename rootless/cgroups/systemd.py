@@ -13,7 +13,6 @@ authenticates by uid, and inside the namespace rl's uid is 0.
 
 from __future__ import annotations
 
-import logging
 import secrets
 import shutil
 import subprocess
@@ -22,8 +21,7 @@ from collections.abc import Callable, Sequence
 
 from rootless.cgroups.detect import detect, own_cgroup, user_bus
 from rootless.cgroups.host import Host
-
-log = logging.getLogger("rl")
+from rootless.log import log
 
 Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
 

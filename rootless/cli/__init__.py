@@ -8,16 +8,14 @@ importing click (see there why), everything else goes through click.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import sys
-from typing import Any, ClassVar, NoReturn
+from typing import Any, NoReturn
 
 from rootless.cli.context import AppContext
 from rootless.errors import EXIT_RL, RLError
-
-log = logging.getLogger("rl")
+from rootless.log import log
 
 _GROUP_NAMES = ("cli", "LazyGroup", "COMMANDS", "ALIASES", "HIDDEN")
 
@@ -31,36 +29,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class _Formatter(logging.Formatter):
-    PREFIX: ClassVar[dict[int, str]] = {
-        logging.DEBUG: "debug",
-        logging.INFO: "info",
-        logging.WARNING: "Warning",
-        logging.ERROR: "Error",
-    }
-
-    def format(self, record: logging.LogRecord) -> str:
-        prefix = self.PREFIX.get(record.levelno, record.levelname.lower())
-        return f"{prefix}: {record.getMessage()}"
-
-
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "warning": logging.WARNING,
-          "error": logging.ERROR}
-
-
-def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
-    log.handlers[:] = [handler]
-    log.setLevel(LEVELS[level])
-    log.propagate = False
-
-
 def configure(app: AppContext, *, root: str | None, runroot: str | None, storage_driver: str | None,
               log_level: str, debug: bool) -> None:
     """What rl's global flags do, for the click group and the fast path alike."""
     app.debug = debug
-    _setup_logging("debug" if debug else log_level)
+    log.configure("debug" if debug else log_level)
     app.flags = {
         "storage.root": root,
         "storage.runroot": runroot,
@@ -83,7 +56,7 @@ def entry() -> NoReturn:
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.flush()
     if "logging" in sys.modules:
-        logging.shutdown()
+        sys.modules["logging"].shutdown()
     os._exit(code)
 
 

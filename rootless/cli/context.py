@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rootless.log import log
 from rootless.records import field, record
 
 if TYPE_CHECKING:
     from rootless.config.dirs import Dirs
     from rootless.config.settings import Settings
 
-log = logging.getLogger("rl")
 
 
 @record

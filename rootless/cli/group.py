@@ -7,7 +7,6 @@ module (and whatever heavy library it needs) is imported when that command runs.
 from __future__ import annotations
 
 import importlib
-import logging
 from typing import Any
 
 import click
@@ -72,7 +71,6 @@ ALIASES: dict[str, str] = {
 
 HIDDEN: set[str] = set()
 
-log = logging.getLogger("rl")
 
 
 class LazyGroup(click.Group):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import signal as signals
 import time
@@ -36,7 +35,6 @@ from rootless.state.containers import CGROUP_KEY, ContainerRecord, ContainerStor
 if TYPE_CHECKING:
     from rootless.engine.runopts import RunOptions
 
-log = logging.getLogger("rl")
 
 ON_EXIT = "rootless.engine.containers:monitor_exited"
 LOG_MAX_SIZE = 10 << 20

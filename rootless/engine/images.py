@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
-import logging
 import os
 import shlex
 import shutil
@@ -31,6 +30,7 @@ from rootless.engine.registries import RegistryOptions, mirrors_table
 from rootless.errors import ImageError, NotFoundError, RLError, UsageError
 from rootless.image import reference as refs
 from rootless.image.platform import Platform, matches, normalize
+from rootless.log import log
 from rootless.records import record
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from rootless.image.store import DiskUsage, ImageRecord, RemoveResult, Store
     from rootless.runtime.userns import NamespaceInfo
 
-log = logging.getLogger("rl")
 
 PULL_POLICIES = ("missing", "always", "never", "newer")
 NONE = "<none>"

@@ -19,7 +19,6 @@ No limits asked for on a host without a delegated cgroup v2 subtree: no leaf, an
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal as signals
 import time
@@ -33,10 +32,9 @@ from rootless.cgroups.host import Host
 from rootless.engine.env import EngineEnv
 from rootless.engine.runopts import RunOptions
 from rootless.errors import ConflictError, HostError, RLError, UsageError
+from rootless.log import log
 from rootless.records import asdict, fields, record
 from rootless.state.containers import CGROUP_KEY, ContainerRecord, ContainerStore
-
-log = logging.getLogger("rl")
 
 LIMITS_KEY = "limits"  # record.extra: the Limits as a dict
 HOST: Host | None = None  # the machine (None: the real one); unit tests put a FakeHost here

@@ -8,7 +8,6 @@ without touching the rest of the start-up sequence.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 from rootless.engine.env import EngineEnv
 from rootless.engine.runopts import RunOptions
 from rootless.errors import ConflictError, NotFoundError, RLError, UsageError
+from rootless.log import log
 from rootless.state.containers import ContainerRecord, ContainerStore
 
 if TYPE_CHECKING:
     from rootless.engine.run import Prepared
 
-log = logging.getLogger("rl")
 
 
 def choose_driver(env: EngineEnv, opts: RunOptions) -> Any:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -36,9 +35,8 @@ from rootless.image.platform import Platform, host_platform, matches
 from rootless.image.registry import RegistryClient
 from rootless.image.store import BlobWriter, ImageRecord, Store
 from rootless.image.unpack import label_for
+from rootless.log import log
 from rootless.records import record
-
-log = logging.getLogger("rl")
 
 PARALLEL_LAYERS = 3
 _QUEUE_CHUNKS = 64  # 64 x 256 KiB of downloaded bytes may wait for the unpacker

@@ -11,7 +11,6 @@ The order matters and is the whole design:
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
@@ -24,10 +23,9 @@ from rootless.engine import network as network_glue
 from rootless.engine.env import EngineEnv
 from rootless.engine.runopts import RunOptions
 from rootless.errors import RLError, UsageError
+from rootless.log import log
 from rootless.records import record
 from rootless.state.containers import ContainerRecord, ContainerStore, new_id, now_rfc3339, process_start_time
-
-log = logging.getLogger("rl")
 
 
 @record

@@ -21,16 +21,14 @@ import binascii
 import contextlib
 import fcntl
 import json
-import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from rootless.errors import AuthError, ConfigError, UsageError
+from rootless.log import log
 from rootless.records import field, record
-
-log = logging.getLogger("rl")
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_ALIASES = frozenset({

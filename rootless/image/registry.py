@@ -31,7 +31,6 @@ import functools
 import hashlib
 import http.client
 import json
-import logging
 import socket
 import ssl
 import threading
@@ -45,9 +44,8 @@ from rootless.errors import AuthError, ImageError, NotFoundError, RegistryError
 from rootless.image.auth import Credentials, auth_failed
 from rootless.image.manifest import ACCEPT, MANIFEST_TYPES, MAX_MANIFEST_SIZE, sha256_digest
 from rootless.image.reference import SHA256_RE
+from rootless.log import log
 from rootless.records import field, record
-
-log = logging.getLogger("rl")
 
 T = TypeVar("T")
 

@@ -26,7 +26,6 @@ import contextlib
 import errno
 import hashlib
 import io
-import logging
 import os
 import shutil
 import stat
@@ -37,9 +36,8 @@ from typing import Any, BinaryIO, Literal
 
 from rootless.errors import ImageError, RLError, StorageError
 from rootless.image import compression
+from rootless.log import log
 from rootless.records import field, record
-
-log = logging.getLogger(__name__)
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"

@@ -26,7 +26,6 @@ import contextlib
 import errno
 import fcntl
 import json
-import logging
 import os
 import pwd
 import select
@@ -40,12 +39,11 @@ from typing import Any
 
 from rootless.config.dirs import ensure_private_dir
 from rootless.errors import HostError, RuntimeSetupError
+from rootless.log import log
 from rootless.records import record
 from rootless.runtime import idmap, userns
 from rootless.runtime.syscalls import CLONE_NEWNS, CLONE_NEWUSER, MS_REC, MS_SLAVE, SYSCALLS
 from rootless.runtime.userns import NamespaceGone, NamespaceInfo
-
-log = logging.getLogger("rl")
 
 STATE_FILE = "pause.json"
 LOCK_FILE = "pause.lock"

@@ -24,17 +24,15 @@ The engine asks ``plan(root, probe_results, local_root_setting)`` for the direct
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import stat
 import tempfile
 from pathlib import Path
 
 from rootless.errors import StorageError
+from rootless.log import log
 from rootless.records import record
 from rootless.storage.probe import ProbeResults, xattr_problem
-
-log = logging.getLogger("rl")
 
 LAYERS = "layers"
 CONTAINERS = "containers"

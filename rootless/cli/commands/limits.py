@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -12,9 +11,7 @@ import click
 
 from rootless.cli.context import AppContext, pass_app
 from rootless.cli.runargs import LIMIT_FLAGS, click_options, engine_env
-
-log = logging.getLogger("rl")
-
+from rootless.log import log
 
 _with_limit_options = click_options(LIMIT_FLAGS)
 
