@@ -14,13 +14,13 @@ authenticates by uid, and inside the namespace rl's uid is 0.
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 
 from rootless.cgroups.detect import detect, own_cgroup, user_bus
 from rootless.cgroups.host import Host
+from rootless.executables import which
 from rootless.log import log
 
 Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
@@ -61,7 +61,7 @@ def enter_scope(host: Host | None = None, run: Runner = _run, timeout: float = 3
     if not user_bus(host):
         log.debug("cgroups: no systemd user bus; not asking for a scope")
         return None
-    if run is _run and shutil.which("busctl") is None:
+    if run is _run and which("busctl") is None:
         log.debug("cgroups: busctl is not installed; not asking for a scope")
         return None
     unit = scope_name(host.pid)

@@ -27,9 +27,11 @@ def user_config_path(environ: Mapping[str, str] = os.environ) -> Path:
     explicit = environ.get("RL_CONFIG")
     if explicit:
         return Path(explicit)
-    base = environ.get("XDG_CONFIG_HOME")
-    if base and os.path.isabs(base):
-        return Path(base) / "rl" / "rl.toml"
+    from rootless.config.dirs import xdg_home
+
+    base = xdg_home(environ, "XDG_CONFIG_HOME", ".config")
+    if base is not None:
+        return base / "rl" / "rl.toml"
     import platformdirs
 
     return Path(platformdirs.user_config_dir("rl", appauthor=False)) / "rl.toml"

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rootless.errors import RLError
+from rootless.executables import which
 from rootless.records import field, record
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -493,7 +494,7 @@ def tun_problem(path: str = "/dev/net/tun") -> str | None:
 
 def check_network(ctx: Context) -> Check:
     title = "user-mode network"
-    tools = {name: shutil.which(name) for name in ("pasta", "slirp4netns")}
+    tools = {name: which(name) for name in ("pasta", "slirp4netns")}
     tun = tun_problem()
     default = str(ctx.settings.get("network.default", "") or "")
     fallback = bool(ctx.settings.get("network.fallback_to_host", True))

@@ -19,9 +19,7 @@ import fnmatch
 import json
 import os
 import shlex
-import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
@@ -34,6 +32,8 @@ from rootless.log import log
 from rootless.records import record
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from rootless.config.dirs import Dirs
     from rootless.config.settings import Settings
     from rootless.engine.pull import PullResult, PushResult
@@ -75,6 +75,8 @@ def split_name(name: str) -> tuple[str, str]:
 
 def parse_created(text: str) -> datetime | None:
     """An RFC 3339 time as images carry it (nanoseconds allowed), or None."""
+    from datetime import UTC, datetime  # here: rl run never needs it
+
     if not text:
         return None
     t = text.strip().replace("Z", "+00:00")
@@ -369,6 +371,8 @@ class ImageEngine:
                     continue
                 rows.append(ImageRow(rec.id, repo, tag, digests.get(repo, NONE), created, rec.size,
                                      counts.get(rec.id, 0), rec))
+        from datetime import UTC, datetime
+
         rows.sort(key=lambda r: (r.created or datetime.min.replace(tzinfo=UTC), r.record.added), reverse=True)
         return rows
 
@@ -694,6 +698,7 @@ def _spooled(tmp_dir: Path, stream: IO[bytes]) -> Iterator[Path]:
     clean_tmp leaves it alone and a crash leaves something the store knows to remove.
     """
     import secrets
+    import shutil
 
     from rootless.state.locks import FileLock
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import pwd
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from rootless import __version__
 from rootless.cgroups.detect import host_cgroup_version
 from rootless.config.dirs import Dirs
 from rootless.errors import RLError
+from rootless.executables import which
 from rootless.runtime import idmap
 from rootless.storage import select
 
@@ -34,7 +34,7 @@ def gather(dirs: Dirs, configured_driver: str) -> dict[str, Any]:
         status = idmap.check_setid_helper(tool)
         helpers[tool] = {"path": status.path, "usable": status.usable, "problem": status.problem}
     for tool in OPTIONAL_HELPERS:
-        path = shutil.which(tool)
+        path = which(tool)
         helpers[tool] = {"path": path, "usable": path is not None, "problem": None if path else "not installed"}
     candidates = select.candidates(store=dirs.storage)
     try:

@@ -261,6 +261,24 @@ def prepare_spec(env: EngineEnv, record: ContainerRecord, spec: Any, driver: Any
             _save(env, record.id, driver.last_state, files=False)
 
 
+def _remove_run_dir(run_dir: Path) -> None:
+    """The network's runtime directory: a few files (netns, pid files, a helper's socket), so plain
+    unlinks; shutil (whose import pulls in zlib, bz2 and lzma) only if it ever holds a directory."""
+    try:
+        with os.scandir(run_dir) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    import shutil
+
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+        os.rmdir(run_dir)
+    except OSError:
+        pass
+
+
 def _release_netns(ns_file: Path) -> None:
     from rootless.runtime.syscalls import MNT_DETACH, SYSCALLS
 
@@ -310,11 +328,9 @@ def detach_network(env: EngineEnv, record: ContainerRecord) -> None:
             log.warning(f"stopping the network of container {record.id[:12]}: {e.line()}")
         with contextlib.suppress(OSError):
             (store.path(record.id) / "network.json").unlink()
-    import shutil
-
     run_dir = net_run_dir(env, record.id)
     _release_netns(run_dir / "netns")
-    shutil.rmtree(run_dir, ignore_errors=True)
+    _remove_run_dir(run_dir)
     if state is not None and state.networks and state.driver != "container":
         with network_store(env).locked():
             refresh_hosts(env)

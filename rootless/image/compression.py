@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
-import shutil
 import subprocess
 import threading
 import zlib
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol
 
 from rootless.errors import HostError, ImageError
+from rootless.executables import which
 
 NONE = "none"
 GZIP = "gzip"
@@ -278,7 +278,7 @@ def zstd_available() -> str | None:
     """How zstd would be decompressed here ("module" or "binary"), or None."""
     if _zstandard() is not None:
         return "module"
-    if shutil.which("zstd"):
+    if which("zstd"):
         return "binary"
     return None
 
@@ -293,7 +293,7 @@ def decompressor(kind: str, prefer_binary: bool = False) -> Decompressor:
         module = None if prefer_binary else _zstandard()
         if module is not None:
             return _ZstdModule(module)
-        binary = shutil.which("zstd")
+        binary = which("zstd")
         if binary:
             return _ZstdProcess(binary)
         module = _zstandard()

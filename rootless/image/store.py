@@ -29,7 +29,6 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -37,6 +36,7 @@ from rootless.errors import ConflictError, ImageError, NotFoundError, StorageErr
 from rootless.records import field, record
 from rootless.state.atomic import atomic_write_json, fsync_dir, read_json
 from rootless.state.locks import FileLock
+from rootless.timefmt import now_rfc3339
 
 if TYPE_CHECKING:
     from rootless.image.unpack import UnpackStats
@@ -66,7 +66,7 @@ InUse = Callable[[str], bool]
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return now_rfc3339()
 
 
 def digest_hex(digest: str) -> str:

@@ -28,13 +28,13 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from rootless.errors import HostError, RLError, RuntimeSetupError, UsageError
+from rootless.executables import which
 from rootless.network import dns
 from rootless.network.driver import (
     Features,
@@ -112,7 +112,7 @@ def _sync_links(records: list[dict[str, Any]], remove: list[str], ruleset: str) 
             if r["gateway"] not in have:
                 ipr.addr("add", index=idx, address=r["gateway"], prefixlen=int(r["subnet"].split("/")[1]))
             ipr.link("set", index=idx, state="up")
-    nft = shutil.which("nft") or next((p for p in ("/usr/sbin/nft", "/sbin/nft") if os.access(p, os.X_OK)), None)
+    nft = which("nft") or next((p for p in ("/usr/sbin/nft", "/sbin/nft") if os.access(p, os.X_OK)), None)
     if nft is None:
         return {"nft": "nft is not installed"}
     run = subprocess.run([nft, "-f", "-"], input=ruleset, capture_output=True, text=True, timeout=20)

@@ -17,13 +17,13 @@ import contextlib
 import errno
 import os
 import select
-import shutil
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
 from rootless.errors import HostError, RLError, UsageError
+from rootless.executables import which
 from rootless.network.dns import HOST_HOSTS, HOST_RESOLV_CONF
 from rootless.network.netns import NetNS
 from rootless.network.ports import PortMapping, docker_ports
@@ -254,7 +254,7 @@ def find_binary(name: str, explicit: str | None = None) -> str | None:
     """The helper on $PATH (as `rl system check` looks for it), or the explicit path when executable."""
     if explicit:
         return explicit if os.access(explicit, os.X_OK) else None
-    return shutil.which(name)
+    return which(name)
 
 
 def helper_error_text(stderr: str) -> str:

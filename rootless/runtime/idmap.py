@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
 
 from rootless.errors import HostError, RLError, RuntimeSetupError
+from rootless.executables import which
 from rootless.records import record
 
 SUBUID = Path("/etc/subuid")
@@ -60,7 +60,7 @@ class HelperStatus:
 
 def check_setid_helper(name: str) -> HelperStatus:
     """newuidmap/newgidmap must exist and be setuid root or carry file capabilities."""
-    path = shutil.which(name) or next(
+    path = which(name) or next(
         (p for p in (f"/usr/bin/{name}", f"/usr/sbin/{name}", f"/bin/{name}") if os.path.exists(p)), None
     )
     if path is None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from collections.abc import Iterable
 from typing import Any
 
@@ -74,7 +73,7 @@ ARCHES: dict[str, Arch] = {
 
 
 def native_arch() -> str:
-    return platform.machine()
+    return os.uname().machine
 
 
 def _kernel_version() -> tuple[int, ...]:

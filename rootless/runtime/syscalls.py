@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 from typing import Any
 
 # clone(2) / unshare(2) / setns(2) flags
@@ -145,7 +144,7 @@ class Syscalls:
 
     def __init__(self) -> None:
         self._lib: ctypes.CDLL | None = None
-        self._numbers = _SYSCALL_NUMBERS.get(platform.machine(), {})
+        self._numbers = _SYSCALL_NUMBERS.get(os.uname().machine, {})
 
     @property
     def lib(self) -> ctypes.CDLL:
@@ -162,7 +161,7 @@ class Syscalls:
     def _syscall(self, name: str, *args: Any) -> int:
         number = self._numbers.get(name)
         if number is None:
-            raise OSError(38, f"{name}: not supported on {platform.machine()}")  # ENOSYS
+            raise OSError(38, f"{name}: not supported on {os.uname().machine}")  # ENOSYS
         return int(self.lib.syscall(ctypes.c_long(number), *args))
 
     # namespaces

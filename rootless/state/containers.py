@@ -12,7 +12,6 @@ was recorded: after a crash of the monitor or of the whole machine, ``refresh`` 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import re
 import signal
@@ -25,6 +24,7 @@ from rootless.errors import ConflictError, NotFoundError, StorageError, UsageErr
 from rootless.procfs import start_time
 from rootless.records import asdict, field, fields, record
 from rootless.state import atomic, locks
+from rootless.timefmt import now_rfc3339
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 CGROUP_KEY = "cgroup"  # record.extra: the container's cgroup leaf (absolute path), when it has one
@@ -42,24 +42,20 @@ _NOUNS = (
 )
 
 
-def now_rfc3339() -> str:
-    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
 def new_id() -> str:
     # secrets.token_hex(32) is os.urandom(32).hex(); importing secrets costs ~3 ms (hmac, OpenSSL's hashlib)
     return os.urandom(32).hex()
 
 
 def generate_name(taken: set[str]) -> str:
-    import random  # only when a name is generated
+    def pick(words: tuple[str, ...]) -> str:
+        return words[int.from_bytes(os.urandom(4), "little") % len(words)]  # no random module: 0.4 ms
 
-    rng = random.SystemRandom()
     for _ in range(100):
-        name = f"{rng.choice(_ADJECTIVES)}_{rng.choice(_NOUNS)}"
+        name = f"{pick(_ADJECTIVES)}_{pick(_NOUNS)}"
         if name not in taken:
             return name
-    return f"{rng.choice(_ADJECTIVES)}_{rng.choice(_NOUNS)}_{os.urandom(3).hex()}"
+    return f"{pick(_ADJECTIVES)}_{pick(_NOUNS)}_{os.urandom(3).hex()}"
 
 
 def empty_state() -> dict[str, Any]:
@@ -312,8 +308,6 @@ class ContainerStore:
     def remove(self, cid: str, background: bool = False) -> None:
         """Delete a container's directory. The record disappears at once (an atomic rename); with
         ``background`` the files are deleted by a detached child, so the caller can return."""
-        import shutil
-
         with self._global_lock():
             target = self.path(cid)
             if not target.exists():
@@ -323,10 +317,14 @@ class ContainerStore:
         if background and os.fork() == 0:  # pragma: no cover - the child
             try:
                 os.setsid()
+                import shutil  # in the child: `rl run --rm` returns without paying for it
+
                 shutil.rmtree(trash, onerror=_force_remove)
             finally:
                 os._exit(0)
         if not background:
+            import shutil
+
             shutil.rmtree(trash, onerror=_force_remove)
 
     def remove_leftovers(self) -> None:

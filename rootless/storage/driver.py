@@ -18,12 +18,11 @@ Per-container layout under ``C`` (all drivers keep to their own names):
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import errno
 import os
-import shutil
 import stat
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -41,7 +40,7 @@ WORK_DIR = "work"
 OPAQUE_XATTR = "user.overlay.opaque"
 OVERLAY_XATTR_PREFIX = "user.overlay."
 
-_CWD_LOCK = threading.Lock()
+_CWD_LOCK = _thread.allocate_lock()  # _thread: the threading module costs rl run its import
 
 
 @record(frozen=True)
@@ -367,6 +366,8 @@ def remove_tree(path: Path) -> None:
     if not os.path.isdir(path) or os.path.islink(path):
         os.unlink(path)
         return
+    import shutil
+
     try:
         shutil.rmtree(path)
         return

@@ -18,7 +18,6 @@ import contextlib
 import errno
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -26,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from rootless.errors import HostError, StorageError
+from rootless.executables import which
 from rootless.runtime.syscalls import MNT_DETACH
 from rootless.storage.driver import (
     UPPER_DIR,
@@ -51,7 +51,7 @@ _NOISE = ("unknown argument ignored",)
 
 
 def find_program() -> str:
-    path = shutil.which(PROGRAM)
+    path = which(PROGRAM)
     if path is None:
         raise HostError(
             "fuse-overlayfs is not installed",
@@ -274,7 +274,7 @@ class FuseOverlayfsDriver(StorageDriver):
         return os.path.join(real, UPPER_DIR), os.path.join(real, WORK_DIR)
 
     def _fusermount(self, path: str) -> None:
-        tool = shutil.which("fusermount3") or shutil.which("fusermount")
+        tool = which("fusermount3") or which("fusermount")
         if tool is None:
             raise StorageError(f"cannot unmount {path}: not permitted and fusermount3 is not installed")
         proc = subprocess.run([tool, "-u", path], capture_output=True, text=True, check=False)

@@ -20,15 +20,13 @@ import contextlib
 import errno
 import json
 import os
-import platform
 import select
-import shutil
 import signal
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from rootless.executables import which
 from rootless.records import asdict, record
 from rootless.runtime import syscalls as sc
 from rootless.storage.driver import remove_tree
@@ -76,7 +74,7 @@ class Prober:
         self.sys = syscalls
 
     def kernel(self) -> str:
-        return platform.release()
+        return os.uname().release
 
     def fs_type(self, path: Path) -> int:
         return self.sys.statfs_type(str(path))
@@ -95,7 +93,7 @@ class Prober:
 
 
 def fuse_problem() -> str | None:
-    if shutil.which("fuse-overlayfs") is None:
+    if which("fuse-overlayfs") is None:
         return "fuse-overlayfs is not installed"
     try:
         fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
@@ -106,6 +104,8 @@ def fuse_problem() -> str | None:
 
 
 def xattr_problem(store: Path) -> str | None:
+    import tempfile  # probes run once, then their results are cached
+
     try:
         fd, name = tempfile.mkstemp(prefix=".xattr-probe-", dir=store)
     except OSError as exc:
@@ -159,6 +159,8 @@ def _overlay_child(base: str, new_userns: bool, uid: int, gid: int, syscalls: sc
 
 def overlay_problem(store: Path, syscalls: sc.Syscalls = sc.SYSCALLS) -> str | None:
     """Try a native overlay mount with its upper dir in ``store``; why it failed, or None."""
+    import tempfile
+
     try:
         base = tempfile.mkdtemp(prefix=".overlay-probe-", dir=store)
     except OSError as exc:
