@@ -228,16 +228,20 @@ def _make_point(path: str, kind: str | None, source: str | None) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644))
 
 
-def _mountinfo_points(under: str) -> list[str]:
+def _mountinfo_points() -> list[str]:
     points = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             point = line.split()[4]
             if "\\" in point:  # octal escapes: \040 is a space
                 point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point)
-            if point == under or point.startswith(under.rstrip("/") + "/"):
-                points.append(point)
+            points.append(point)
     return points
+
+
+def _under(points: list[str], path: str) -> list[str]:
+    prefix = path.rstrip("/") + "/"
+    return [p for p in points if p == path or p.startswith(prefix)]
 
 
 class Executor:
@@ -247,12 +251,17 @@ class Executor:
         self.rootfs = os.path.realpath(rootfs)
         self.sys = sys
         self.pivoted = False
+        # The mount table, read once for a run of readonly ops (docker's five paths): every other op
+        # may mount something and forgets it; a readonly op adds the one mount it makes.
+        self._points: list[str] | None = None
 
     def path(self, target: str) -> str:
         return secure_join("/" if self.pivoted else self.rootfs, target)
 
     def apply(self, ops: list[Op]) -> None:
         for op in ops:
+            if op.kind != "readonly":
+                self._points = None
             try:
                 getattr(self, f"_op_{op.kind}")(op)
             except OSError as e:
@@ -294,8 +303,13 @@ class Executor:
     def _op_remount(self, op: Op) -> None:
         self._remount(self.path(op.target), op.flags)
 
+    def _mount_points(self) -> list[str]:
+        if self._points is None:
+            self._points = _mountinfo_points()
+        return self._points
+
     def _op_remount_rec(self, op: Op) -> None:
-        for point in _mountinfo_points(self.path(op.target)):
+        for point in _under(_mountinfo_points(), self.path(op.target)):
             self._remount(point, op.flags)
 
     def _op_symlink(self, op: Op) -> None:
@@ -321,8 +335,11 @@ class Executor:
         path = self.path(op.target)
         if not os.path.exists(path):
             return
+        points = self._mount_points()
         self.sys.mount(path, path, None, MS_BIND | MS_REC)
-        for point in _mountinfo_points(path):
+        if path not in points:
+            points.append(path)
+        for point in _under(points, path):
             self._remount(point, MS_RDONLY)
 
     def _op_pivot_root(self, op: Op) -> None:

@@ -163,7 +163,7 @@ def test_devpts_retries_without_gid(tmp_path: Path) -> None:
 
 
 def test_sysfs_falls_back_to_rbind_on_eperm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rootfs, "_mountinfo_points", lambda under: [under])
+    monkeypatch.setattr(rootfs, "_mountinfo_points", lambda: ["/", f"{tmp_path}/sys"])
     monkeypatch.setattr(rootfs, "locked_flags", lambda path: MS_NOSUID)
     sys = RecordingSyscalls({("sysfs", 0): 1})
     rootfs.apply([Op("mount", "/sys", "sysfs", "sysfs", MS_RDONLY | NSN, None, "dir")], str(tmp_path), sys)
@@ -205,3 +205,18 @@ def test_write_etc_files(tmp_path: Path) -> None:
     assert sorted(files) == ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"]
     assert Path(files["/etc/hostname"]).read_text() == "box\n"
     assert "127.0.1.1\tbox" in Path(files["/etc/hosts"]).read_text()
+
+
+def test_readonly_paths_read_the_mount_table_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker's five read-only /proc paths cost one read of mountinfo, not five."""
+    reads = []
+    monkeypatch.setattr(rootfs, "_mountinfo_points", lambda: reads.append(1) or ["/", f"{tmp_path}/proc/sys/fs"])
+    monkeypatch.setattr(rootfs, "locked_flags", lambda path: 0)
+    for name in ("bus", "fs", "sys", "sys/fs"):
+        (tmp_path / "proc" / name).mkdir(parents=True)
+    sys = RecordingSyscalls()
+    rootfs.apply([Op("readonly", f"/proc/{n}") for n in ("bus", "fs", "sys")], str(tmp_path), sys)
+    assert len(reads) == 1
+    remounted = [m[1] for m in sys.mounts if m[3] & MS_REMOUNT]
+    assert remounted == [f"{tmp_path}/proc/bus", f"{tmp_path}/proc/fs", f"{tmp_path}/proc/sys/fs",
+                         f"{tmp_path}/proc/sys"]
