@@ -141,11 +141,13 @@ def network_options(opts: RunOptions, hostname: str, name: str, exposed: tuple[s
     )
 
 
-def attach_network(env: EngineEnv, prepared: Prepared, ns_source: str) -> Any:
+def attach_network(env: EngineEnv, prepared: Prepared, ns_source: str, write_files: bool = True) -> Any:
     """Give the created container (PID 1 waiting to exec) its network; returns the saved state.
 
     The namespace is bind-mounted to a file first: the helper, started as root in rl's user
-    namespace, may not open /proc/PID/ns/net of another root-owned process.
+    namespace, may not open /proc/PID/ns/net of another root-owned process. Without
+    ``write_files`` (a driver whose files were written at create, attached after the start) the
+    container's hosts and resolv.conf are left alone: it may be reading them.
     """
     from rootless.network.netns import NetNS
     from rootless.runtime.syscalls import MS_BIND, SYSCALLS
@@ -164,7 +166,7 @@ def attach_network(env: EngineEnv, prepared: Prepared, ns_source: str) -> Any:
     except BaseException:
         _release_netns(ns_file)
         raise
-    _save(env, record.id, state)
+    _save(env, record.id, state, files=write_files)
     return state
 
 

@@ -224,7 +224,7 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
         net_options = network_glue.network_options(opts, hostname, record.name, defaults.exposed_ports,
                                                    network_glue.net_run_dir(env, cid))
         early: dict[str, str] = {}
-        if not net_driver.needs_netns:  # host: the files are known now
+        if not net_driver.needs_netns or net_driver.files_before_start:  # host, none: the files are known now
             state = net_driver.setup(None, net_options)
             early = {"/etc/hosts": state.hosts, "/etc/resolv.conf": state.resolv_conf}
         etc_files = _write_userdata(userdata, hostname, early)
@@ -369,23 +369,27 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
     previous = {s: signal.signal(s, lambda signum, _f: pending.append(signum)) for s in forwarded}
     try:
         needs_netns = prepared.net_driver is not None and prepared.net_driver.needs_netns
+        # Held until the network is attached, unless the driver has nothing to do before the command
+        # runs (none): then it is attached while the command already runs, off rl run's critical path.
+        hold = needs_netns and not prepared.net_driver.files_before_start
         try:
             procs_fd = limits_glue.open_procs(record)
             try:
-                proc = process.launch(prepared.spec, stdin=stdin_fd, console_size=console, hold=needs_netns,
+                proc = process.launch(prepared.spec, stdin=stdin_fd, console_size=console, hold=hold,
                                       cgroup_procs=procs_fd)
             finally:
                 limits_glue.close_fd(procs_fd)
             if needs_netns:
                 try:
                     source = f"/proc/self/fd/{proc.netns}" if proc.netns is not None else f"/proc/{proc.pid}/ns/net"
-                    network_glue.attach_network(env, prepared, source)
+                    network_glue.attach_network(env, prepared, source, write_files=hold)
                 except BaseException:
                     proc.signal(signal.SIGKILL)
                     proc.wait()
                     proc.close()
                     raise
-                proc.start()
+                if hold:
+                    proc.start()
         except (CommandNotFoundError, CannotInvokeError) as e:
             with store.update(record.id) as rec:
                 rec.state.update(Status="created", ExitCode=e.exit_code, Error=e.message)
@@ -408,9 +412,10 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
         for s, h in previous.items():
             signal.signal(s, h)
         proc.close()
-        with store.update(record.id) as rec:
-            rec.state.update(Status="exited", Running=False, Pid=0, ExitCode=code, FinishedAt=now_rfc3339(),
-                             **limits_glue.exit_state(record))
+        if not opts.rm:  # with --rm the record goes in a moment: no need to write the exit into it first
+            with store.update(record.id) as rec:
+                rec.state.update(Status="exited", Running=False, Pid=0, ExitCode=code, FinishedAt=now_rfc3339(),
+                                 **limits_glue.exit_state(record))
         return code
     finally:
         for s, h in previous.items():

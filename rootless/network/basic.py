@@ -20,15 +20,15 @@ def _no_ports(name: str, options: NetworkOptions) -> None:
 
 class NoneDriver(NetworkDriver):
     name = "none"
+    files_before_start = True  # nothing to configure but lo, which the container's setup brings up
 
     def probe(self) -> ProbeResult:
         return Features(name=self.name)
 
     def setup(self, netns_: NetNS | None, options: NetworkOptions) -> NetworkState:
         _no_ports(self.name, options)
-        if netns_ is None:
-            raise UsageError("--network none needs a network namespace", "this is a bug in the caller")
         # lo is already up: the container's setup process brings it up when it creates the namespace.
+        # Without ``netns_`` (at create, before there is one) the state only carries the files.
         resolv = dns.container_resolv_conf(
             dns.read_host_resolv_conf(options.host_resolv_conf),
             ipv6=options.ipv6,

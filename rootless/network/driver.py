@@ -143,6 +143,9 @@ class NetworkDriver(abc.ABC):
 
     name: str = ""
     needs_netns: bool = True  # False for host: the container shares rl's network namespace
+    # True when hosts and resolv.conf are known without the namespace and nothing must run before
+    # the command does (none): the files are written at create, and the driver attached after start.
+    files_before_start: bool = False
 
     @abc.abstractmethod
     def probe(self) -> ProbeResult:
