@@ -31,8 +31,9 @@ CLONE_THREAD_FLAGS = 0x3D0F00  # what pthread_create passes
 CLONE_FORK_FLAGS = 0x01200011  # what fork() passes: CHILD_SETTID|CHILD_CLEARTID|SIGCHLD
 
 
-def run_bpf(program: Program, nr: int, args: tuple[int, ...] = (), arch: int = AUDIT_ARCH_X86_64) -> int:
-    """Evaluate a classic BPF seccomp program on one system call."""
+def run_bpf(program: Program, nr: int, args: tuple[int, ...] = (), arch: int = AUDIT_ARCH_X86_64,
+            counted: list[int] | None = None) -> int:
+    """Evaluate a classic BPF seccomp program on one system call (``counted`` gets the steps taken)."""
     padded = (list(args) + [0] * 6)[:6]
     data = struct.pack("<IIQ6Q", nr & 0xFFFFFFFF, arch, 0, *padded)
     a = 0
@@ -53,6 +54,8 @@ def run_bpf(program: Program, nr: int, args: tuple[int, ...] = (), arch: int = A
             taken = {0x15: a == k, 0x25: a > k, 0x35: a >= k, 0x45: bool(a & k)}[code]
             pc += jt if taken else jf
         elif code == 0x06:  # RET K
+            if counted is not None:
+                counted.append(steps)
             return k
         else:
             raise AssertionError(f"unknown opcode {code:#x}")
@@ -249,3 +252,21 @@ def test_load_profile(tmp_path: Path) -> None:
 
 def test_default_program_is_cached() -> None:
     assert seccomp.default_program(["CAP_CHOWN"]) is seccomp.default_program(["CAP_CHOWN"])
+
+
+def test_every_number_decided_as_the_rules_say_in_few_steps(default: Program) -> None:
+    """The program is a balanced tree over number ranges: each call is decided as its unconditional
+    rule (or the default) says, in a few dozen instructions, not a scan of every allowed number
+    (the kernel also runs the filter for each number when it loads it)."""
+    arch = seccomp.ARCHES["x86_64"]
+    rules = seccomp.rules_by_syscall(DEFAULT_PROFILE, DEFAULT_CAPABILITIES, arch, (6, 18))
+    default_action = seccomp.action_value(str(DEFAULT_PROFILE["defaultAction"]), None, errno.EPERM)
+    steps: list[int] = []
+    for number in range(max(arch.syscalls.values()) + 1):
+        found = rules.get(number)
+        result = run_bpf(default, number, counted=steps)
+        if not found:
+            assert result == default_action, number
+        elif not found[0].conditions:
+            assert result == found[0].action, number
+    assert max(steps) <= 40, max(steps)
