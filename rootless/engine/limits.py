@@ -129,20 +129,26 @@ def host_config(limits: Limits) -> dict[str, Any]:
     }
 
 
-def attach(plan: Plan, store: ContainerStore, record: ContainerRecord) -> Leaf | None:
-    """Create the container's leaf (inside rl's user namespace is fine) and note it in the record."""
+def describe(plan: Plan, record: ContainerRecord) -> None:
+    """Note the limits in ``record`` (docker's HostConfig fields and rl's own), before it is saved."""
+    record.host_config.update(host_config(plan.limits))
+    record.extra[LIMITS_KEY] = limits_dict(plan.limits)
+
+
+def attach(plan: Plan, store: ContainerStore, record: ContainerRecord, described: bool = False) -> Leaf | None:
+    """Create the container's leaf (inside rl's user namespace is fine) and note it in the saved record;
+    ``described``: the record was saved with ``describe``'s fields already (only a leaf is news)."""
     leaf = None
     if plan.cgroup:
         leaf = prepare_leaf(record.id, plan.limits, mode=plan.mode, info=plan.info, host=HOST)
-    with store.update(record.id) as rec:
-        rec.host_config.update(host_config(plan.limits))
-        rec.extra[LIMITS_KEY] = limits_dict(plan.limits)
-        if leaf is not None:
-            rec.extra[CGROUP_KEY] = leaf.path
-    record.host_config.update(host_config(plan.limits))
-    record.extra[LIMITS_KEY] = limits_dict(plan.limits)
+    describe(plan, record)
     if leaf is not None:
         record.extra[CGROUP_KEY] = leaf.path
+    if leaf is not None or not described:
+        with store.update(record.id) as rec:
+            describe(plan, rec)
+            if leaf is not None:
+                rec.extra[CGROUP_KEY] = leaf.path
     return leaf
 
 

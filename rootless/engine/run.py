@@ -206,10 +206,11 @@ def create(env: EngineEnv, opts: RunOptions, progress: Callable[[str], None] | N
         mounts=[{"Type": m.type, "Source": m.source, "Destination": m.destination, "RW": not m.readonly}
                 for m in opts.mounts],
     )
+    limits_glue.describe(limit_plan, record)
     store.create(record)
     storage_dir, rootfs, userdata = container_dirs(store, cid)
     try:
-        limits_glue.attach(limit_plan, store, record)
+        limits_glue.attach(limit_plan, store, record, described=True)
         from rootless.image.store import Store
 
         image_store = Store(env.storage)
