@@ -337,12 +337,16 @@ def run_container(app: Any, image: str, command: tuple[str, ...], detach: bool, 
     if not detach:
         check_terminal(kw["interactive"], kw["tty"])
     opts = build_options(image, command, kw, detach)
-    if detach:
-        from rootless.cli.commands.containers import run_detached
-
-        return int(run_detached(app, opts, quiet=kw["quiet"]))
     env = engine_env(app)
     ensure_private_dir(env.runroot, os.getuid())
+    if detach:
+        from rootless.engine import containers as lifecycle
+
+        prepared = engine.create(env, opts, progress=None if kw["quiet"] else _progress)
+        lifecycle.save_run_options(lifecycle.store_of(env), prepared.record.id, opts)
+        lifecycle.start_prepared(env, prepared, opts)
+        sys.stdout.write(prepared.record.id + "\n")
+        return 0
     prepared = engine.create(env, opts, progress=None if kw["quiet"] else _progress)
     sys.stdout.flush()
     return int(engine.run_foreground(env, prepared, opts))

@@ -59,21 +59,6 @@ def _all_or(refs: tuple[str, ...], all_: bool, app: AppContext, running: bool | 
 # ---------------------------------------------------------------- run -d, create, start
 
 
-def run_detached(app: AppContext, opts: Any, quiet: bool = False) -> int:
-    """`rl run -d`: create, start under a monitor, print the ID."""
-    from rootless.config.dirs import ensure_private_dir
-    from rootless.engine import containers as lifecycle
-    from rootless.engine import run as engine
-
-    env = _env(app)
-    ensure_private_dir(env.runroot, os.getuid())
-    prepared = engine.create(env, opts, progress=None if quiet else _progress)
-    lifecycle.save_run_options(lifecycle.store_of(env), prepared.record.id, opts)
-    lifecycle.start_prepared(env, prepared, opts)
-    click.echo(prepared.record.id)
-    return 0
-
-
 @click.command(
     "create",
     context_settings={"allow_interspersed_args": False, "help_option_names": ["--help"]},
