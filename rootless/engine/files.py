@@ -21,7 +21,7 @@ import stat
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -62,7 +62,9 @@ def _layers(env: EngineEnv, record: ContainerRecord) -> list[Path]:
 
 @contextlib.contextmanager
 def container_root(env: EngineEnv, ref: str) -> Iterator[tuple[ContainerRecord, Path]]:
-    """(record, mounted root filesystem): the running container's, or a stopped one's mounted for the block."""
+    """(record, mounted root filesystem): the running container's, or a stopped one's mounted for the block.
+
+    A --userns=keep-id container's mount shows other owners than the container sees (owner_map)."""
     from rootless.engine.run import container_dirs
     from rootless.runtime import pause
     from rootless.storage.driver import get_driver
@@ -88,6 +90,15 @@ def container_root(env: EngineEnv, ref: str) -> Iterator[tuple[ContainerRecord, 
             if not running:  # 'rl start' meanwhile keeps the mount
                 with contextlib.suppress(RLError):
                     driver.unmount(storage_dir, rootfs)
+
+
+def owner_map(env: EngineEnv, record: ContainerRecord) -> Any:
+    """The storage.driver.OwnerMap the container's mount shows through (keep-id), or None."""
+    from rootless.engine.run import container_dirs
+    from rootless.storage.driver import get_driver
+
+    storage_dir, _, _ = container_dirs(_store(env), record.id)
+    return get_driver(record.driver or "vfs").owner_map(storage_dir)
 
 
 def _mount_sources(env: EngineEnv, record: ContainerRecord) -> list[tuple[str, str]]:
@@ -358,14 +369,17 @@ def _clear_names(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def _add(tf: tarfile.TarFile, path: str, arcname: str, owner: tuple[int, int] | None = None) -> None:
+Owner = Callable[[int, int], tuple[int, int]]  # the owner to record for a file's uid, gid
+
+
+def _add(tf: tarfile.TarFile, path: str, arcname: str, owner: Owner | None = None) -> None:
     """One entry (not recursive); sockets and other unsupported kinds are skipped."""
     info = tf.gettarinfo(path, arcname)
     if info is None:
         return
     _clear_names(info)
     if owner is not None:
-        info.uid, info.gid = owner
+        info.uid, info.gid = owner(info.uid, info.gid)
     if info.isreg():
         with open(path, "rb") as f:
             tf.addfile(info, f)
@@ -373,7 +387,7 @@ def _add(tf: tarfile.TarFile, path: str, arcname: str, owner: tuple[int, int] | 
         tf.addfile(info)
 
 
-def _add_tree(tf: tarfile.TarFile, path: str, arcname: str, owner: tuple[int, int] | None = None) -> None:
+def _add_tree(tf: tarfile.TarFile, path: str, arcname: str, owner: Owner | None = None) -> None:
     """``path`` (not following it when a symlink) as ``arcname``, and what is below it."""
     _add(tf, path, arcname, owner)
     if os.path.isdir(path) and not os.path.islink(path):
@@ -383,10 +397,12 @@ def _add_tree(tf: tarfile.TarFile, path: str, arcname: str, owner: tuple[int, in
 
 def export(env: EngineEnv, ref: str, out: BinaryIO) -> None:
     """The container's merged root filesystem as a tar, numeric owners as the container sees them."""
-    with container_root(env, ref) as (_record, rootfs), \
+    with container_root(env, ref) as (record, rootfs), \
             tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+        shown = owner_map(env, record)
+        owner = shown.to_disk if shown is not None else None
         for rel, _st in _walk(str(rootfs)):
-            _add(tf, os.path.join(rootfs, rel), rel)
+            _add(tf, os.path.join(rootfs, rel), rel, owner)
 
 
 # ---------------------------------------------------------------- cp
@@ -483,12 +499,14 @@ def copy_from(env: EngineEnv, ref: str, src: str, dest: str, out: BinaryIO | Non
                                 "check the path with 'rl exec CONTAINER ls'") from None
         base, contents = _source_base(src)
         is_dir = stat.S_ISDIR(st.st_mode)
+        shown = owner_map(env, record)
+        as_seen = shown.to_disk if shown is not None else None  # the owners the container sees
         if out is not None:
             with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-                _add_tree(tf, host_src, base if base != "/" else ".")
+                _add_tree(tf, host_src, base if base != "/" else ".", as_seen)
             return
         target_dir, name = _target(dest, is_dir, base, contents, dest)
-        owner = None if archive else (0, 0)
+        owner = as_seen if archive else _yours
         _copy_tar(lambda tf: _add_tree(tf, host_src, name, owner=owner), target_dir,
                   f"copying {record.name}:{src} to {dest}")
 
@@ -499,12 +517,16 @@ def copy_to(env: EngineEnv, ref: str, src: str, dest: str, stream: BinaryIO | No
     or to the IDs in the tar (with ``archive``: the IDs the files have for rl, yours being 0)."""
     with container_root(env, ref) as (record, rootfs):
         label = f"copying to {record.name}:{dest}"
+        shown = owner_map(env, record)
         if stream is not None:
             target = _host_path(env, record, rootfs, dest, follow_last=True)
             if not os.path.isdir(target):
                 raise NotFoundError(f"destination {record.name}:{dest} must be a directory",
                                     "a tar on stdin is extracted into a directory")
-            _extract(stream, target, label)
+            if shown is None:
+                _extract(stream, target, label)
+            else:  # the tar's owners are the container's: give them through the mount's map
+                _copy_tar(lambda tf: _retag(stream, tf, shown.to_shown), target, label)
             return
         try:
             st = os.lstat(src)
@@ -517,8 +539,27 @@ def copy_to(env: EngineEnv, ref: str, src: str, dest: str, stream: BinaryIO | No
         if dest.endswith("/") and not host_dest.endswith("/"):
             host_dest += "/"
         target_dir, name = _target(host_dest, is_dir, base, contents, f"{record.name}:{dest}")
-        owner = None if archive else (0, 0)
+        owner: Owner | None = None if archive else _containers_root
+        if shown is not None:  # owners the container sees, given through the mount's map
+            inner = owner
+            owner = (lambda u, g: shown.to_shown(*inner(u, g))) if inner is not None else shown.to_shown
         _copy_tar(lambda tf: _add_tree(tf, src, name, owner=owner), target_dir, label)
+
+
+def _yours(uid: int, gid: int) -> tuple[int, int]:
+    return 0, 0  # rl's root, which is you on the host
+
+
+def _containers_root(uid: int, gid: int) -> tuple[int, int]:
+    return 0, 0
+
+
+def _retag(stream: BinaryIO, tf: tarfile.TarFile, owner: Owner) -> None:
+    """Copy the tar on ``stream`` into ``tf`` with every member's owner passed through ``owner``."""
+    with tarfile.open(fileobj=stream, mode="r|*") as src:
+        for member in src:
+            member.uid, member.gid = owner(member.uid, member.gid)
+            tf.addfile(member, src.extractfile(member) if member.isreg() else None)
 
 
 # ---------------------------------------------------------------- commit

@@ -64,6 +64,24 @@ class OwnerMap:
             if not lines or any(len(line) != 3 or min(line) < 0 or line[2] < 1 for line in lines):
                 raise ValueError(f"bad owner map lines {lines!r}")
 
+    def to_disk(self, uid: int, gid: int) -> tuple[int, int]:
+        """The owner a file shown as ``uid:gid`` has on disk (the container's own view)."""
+        return _through(self.uids, uid, 1, 0), _through(self.gids, gid, 1, 0)
+
+    def to_shown(self, uid: int, gid: int) -> tuple[int, int]:
+        """The owner to give a file through the mount so that it is ``uid:gid`` on disk."""
+        return _through(self.uids, uid, 0, 1), _through(self.gids, gid, 0, 1)
+
+
+OVERFLOW_ID = 65534
+
+
+def _through(lines: tuple[tuple[int, int, int], ...], value: int, source: int, target: int) -> int:
+    for line in lines:
+        if line[source] <= value < line[source] + line[2]:
+            return line[target] + value - line[source]
+    return OVERFLOW_ID
+
 
 class StorageDriver(ABC):
     """One way to give a container a writable root filesystem made of read-only layers."""

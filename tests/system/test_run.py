@@ -302,6 +302,44 @@ def test_keep_id_files_made_inside_stay_the_users(rl: RunRl, fixture_images: dic
 
 
 @pytest.mark.skipif(not shutil.which("fuse-overlayfs"), reason="fuse-overlayfs is not installed")
+def test_keep_id_export_and_cp_use_the_containers_owners(rl: RunRl, rl_env: dict[str, str],
+                                                         fixture_images: dict[str, Any], tmp_path: Path) -> None:
+    """Through the mount a keep-id container's files show rl's ids; export and cp give the container's."""
+    import io
+    import subprocess
+    import tarfile
+
+    from tests.system.conftest import rl_command
+
+    uid, gid = os.getuid(), os.getgid()
+    rl("run", "-d", "-q", "--name", "k2", "--userns=keep-id", ref(fixture_images, "busybox"), "sh", "-c",
+       "echo mine > /tmp/mine; touch /tmp/ready; sleep 300")
+    rl("exec", "k2", "sh", "-c", "while [ ! -e /tmp/ready ]; do sleep 0.1; done")
+
+    def tar_of(*args: str) -> dict[str, tuple[int, int]]:
+        out = subprocess.run([*rl_command(), *args], env=rl_env, capture_output=True, check=True, timeout=120).stdout
+        with tarfile.open(fileobj=io.BytesIO(out)) as tf:
+            return {m.name.lstrip("./"): (m.uid, m.gid) for m in tf.getmembers()}
+
+    exported = tar_of("export", "k2")
+    assert exported["etc/passwd"] == (0, 0) and exported["tmp/mine"] == (uid, gid)
+    assert tar_of("cp", "k2:/etc/passwd", "-")["passwd"] == (0, 0)
+    # in: a host file belongs to the container's root; a tar's owners are the container's ids
+    (tmp_path / "host-file").write_text("x")
+    rl("cp", str(tmp_path / "host-file"), "k2:/tmp/in")
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tf:
+        info = tarfile.TarInfo("t1234")
+        info.uid = info.gid = 1234
+        tf.addfile(info, io.BytesIO(b""))
+    subprocess.run([*rl_command(), "cp", "-", "k2:/tmp"], env=rl_env, input=data.getvalue(), check=True,
+                   capture_output=True, timeout=120)
+    assert rl("exec", "k2", "stat", "-c", "%u:%g %n", "/tmp/in", "/tmp/t1234").lines == \
+        ["0:0 /tmp/in", "1234:1234 /tmp/t1234"]
+    rl("rm", "-f", "-t", "0", "k2")
+
+
+@pytest.mark.skipif(not shutil.which("fuse-overlayfs"), reason="fuse-overlayfs is not installed")
 def test_keep_id_rm_leaves_no_fuse_overlayfs(rl: RunRl, rl_env: dict[str, str], fixture_images: dict[str, Any]) -> None:
     busybox = ref(fixture_images, "busybox")
     cid = rl("run", "-d", "-q", "--name", "k2", "--userns=keep-id", busybox, "sleep", "300").out.strip()

@@ -137,3 +137,17 @@ def test_other_drivers_cannot_show_other_owners(tmp_path: Path, name: str) -> No
 )
 def test_which_driver_shows_the_image_owners(chosen: str, fuse: str | None, expected: tuple[str, str | None]) -> None:
     assert select.owner_mapping_driver(chosen, fuse=lambda: fuse) == expected
+
+
+def test_owner_map_translates_both_ways() -> None:
+    from rootless.storage.driver import OVERFLOW_ID, OwnerMap
+
+    # rltest's keep-id lines (inner, outer, count): container 0..1000 -> rl 1..1001, 1001 -> 0, the rest as is
+    owners = OwnerMap(((0, 1, 1001), (1001, 0, 1), (1002, 1002, 64534)), ((0, 1, 1001), (1001, 0, 1)))
+    assert owners.to_disk(1, 1) == (0, 0)  # rl's 1 is the image's root
+    assert owners.to_disk(0, 0) == (1001, 1001)  # rl's root is the user inside
+    assert owners.to_shown(0, 0) == (1, 1)
+    assert owners.to_shown(1234, 1234) == (1234, OVERFLOW_ID)  # no gid line covers 1234
+    assert owners.to_disk(70000, 5000) == (OVERFLOW_ID, OVERFLOW_ID)
+    for uid in (0, 5, 1000, 1001, 1002, 60000):
+        assert owners.to_disk(*owners.to_shown(uid, 0))[0] == uid
