@@ -278,9 +278,13 @@ def test_host_loopback_through_gateway(helper: NetworkDriver, sandbox: Sandbox, 
         with HostServer(b"hello from the host\n") as server:
             # What is asserted is that the bytes arrive. Whether nc also sees the close is pasta's
             # business: the 2023-03 passt in Debian 12 can lose a FIN that races the connection's
-            # set-up, so nc gets a time limit instead of hanging the test.
+            # set-up, so nc gets a time limit instead of hanging the test; and while it waits for
+            # that FIN, that passt may send the same segment again (seen under load in CI).
             out = sandbox.run(BUSYBOX, "timeout", "5", BUSYBOX, "nc", state.host_gateway, str(server.port))
-            assert out.stdout == "hello from the host\n", out.stderr
+            lines = out.stdout.splitlines(keepends=True)
+            assert lines and set(lines) == {"hello from the host\n"}, (out.stdout, out.stderr)
+            if len(lines) > 1:
+                assert helper.name == "pasta", "only pasta's old passt repeats data"
     finally:
         teardown_and_check(helper, state, sandbox)
 
