@@ -38,7 +38,30 @@ def output(argv: list[str], env: dict[str, str]) -> str:
     return proc.stdout
 
 
-class Rl:
+class _Tool:
+    """What the benchmarks do the same way with either tool: ``argv`` builds a command line."""
+
+    env: dict[str, str]
+
+    def argv(self, root: Path, *args: str) -> list[str]:
+        raise NotImplementedError
+
+    def pull(self, root: Path, ref: str) -> float:
+        return timed(self.argv(root, "pull", "-q", ref), self.env)
+
+    def run(self, root: Path, *args: str) -> float:
+        return timed(self.argv(root, "run", *args), self.env)
+
+    def run_detached(self, root: Path, *args: str) -> str:
+        """``TOOL run -d ARGS``: the new container's ID."""
+        return output(self.argv(root, "run", "-d", *args), self.env).split()[-1]
+
+    def inspect(self, root: Path, *ids: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = json.loads(output(self.argv(root, "inspect", *ids), self.env))
+        return result
+
+
+class Rl(_Tool):
     name = "rl"
 
     def __init__(self, work: Path, env: dict[str, str]) -> None:
@@ -52,19 +75,6 @@ class Rl:
     def argv(self, root: Path, *args: str) -> list[str]:
         return [*self.cmd, "--root", str(root), "--runroot", str(self.runroot), *args]
 
-    def pull(self, root: Path, ref: str) -> float:
-        return timed(self.argv(root, "pull", "-q", ref), self.env)
-
-    def run(self, root: Path, *args: str) -> float:
-        return timed(self.argv(root, "run", *args), self.env)
-
-    def run_detached(self, root: Path, *args: str) -> str:
-        """``rl run -d ARGS``: the new container's ID."""
-        return output(self.argv(root, "run", "-d", *args), self.env).split()[-1]
-
-    def inspect(self, root: Path, *ids: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = json.loads(output(self.argv(root, "inspect", *ids), self.env))
-        return result
 
     def rm(self, root: Path, *ids: str) -> None:
         """``rl rm -f IDS``."""
@@ -89,7 +99,7 @@ class Rl:
         pause.migrate(self.runroot)
 
 
-class Podman:
+class Podman(_Tool):
     name = "podman"
 
     def __init__(self, work: Path, env: dict[str, str], registry: str) -> None:
@@ -111,19 +121,6 @@ class Podman:
     def argv(self, root: Path, *args: str) -> list[str]:
         return ["podman", "--root", str(root), "--runroot", str(self.runroot), "--storage-driver", "overlay", *args]
 
-    def pull(self, root: Path, ref: str) -> float:
-        return timed(self.argv(root, "pull", "-q", ref), self.env)
-
-    def run(self, root: Path, *args: str) -> float:
-        return timed(self.argv(root, "run", *args), self.env)
-
-    def run_detached(self, root: Path, *args: str) -> str:
-        """``podman run -d ARGS``: the new container's ID."""
-        return output(self.argv(root, "run", "-d", *args), self.env).split()[-1]
-
-    def inspect(self, root: Path, *ids: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = json.loads(output(self.argv(root, "inspect", *ids), self.env))
-        return result
 
     def rm(self, root: Path, *ids: str) -> None:
         """``podman rm -f -t 0 IDS``."""

@@ -248,6 +248,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_free(port: int, proto: str = "tcp") -> bool:
+    """Whether ``port`` can be bound on every IPv4 address right now (TIME_WAIT does not count)."""
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        if proto == "tcp":
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
 def isolated_rl_env(base: Path, passthrough: Iterable[str], default_user: str = "") -> dict[str, str]:
     """An environment for black-box `rl` runs: a fresh home, config, store and private runtime dir
     under ``base``, no system config; ``passthrough`` names variables copied from ours."""

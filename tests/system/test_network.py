@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import port_free
 from tests.system.conftest import RunRl, rl_command
 
 pytestmark = pytest.mark.system
@@ -218,14 +219,6 @@ def _get(port: int) -> bytes:
             time.sleep(0.1)
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def test_pasta_publishes_through_rl_forwarder(rl: RunRl, rl_env: dict[str, str], fixture_images: dict[str, Any],
@@ -250,13 +243,13 @@ def test_pasta_publishes_through_rl_forwarder(rl: RunRl, rl_env: dict[str, str],
     finally:
         rl("rm", "-f", "web")
     assert _forwarders(rl_env) == [] and _helpers(rl_env) == []
-    assert _port_is_free(port)
+    assert port_free(port)
     # a container that exits by itself: its monitor stops the forwarder
     rl("run", "-d", "-q", "--name", "brief", "-p", f"127.0.0.1:{port}:80", busybox, "sleep", "1")
     deadline = time.monotonic() + 20
     while _helpers(rl_env) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _helpers(rl_env) == [] and _port_is_free(port)
+    assert _helpers(rl_env) == [] and port_free(port)
 
 
 @pytest.mark.parametrize("network", ["pasta", "slirp4netns"])
@@ -275,7 +268,7 @@ def test_helper_port_handler(rl: RunRl, rl_env: dict[str, str], containers: Cont
     assert _forwarders(rl_env) == []
     assert rl("port", "own").lines == [f"80/tcp -> 127.0.0.1:{port}"]
     containers.stop_all()
-    assert _helpers(rl_env) == [] and _port_is_free(port)
+    assert _helpers(rl_env) == [] and port_free(port)
 
     port = _free_port()
     containers.start("--name", "conf", "--network", network, "-p", f"127.0.0.1:{port}:80", "-v", f"{www}:/www:ro",
@@ -283,7 +276,7 @@ def test_helper_port_handler(rl: RunRl, rl_env: dict[str, str], containers: Cont
     assert _get(port) == f"{network} itself\n".encode()
     assert len(_forwarders(rl_env)) == 1  # the default: rl's forwarder
     containers.stop_all()
-    assert _helpers(rl_env) == [] and _port_is_free(port)
+    assert _helpers(rl_env) == [] and port_free(port)
 
 
 def test_port_handler_setting_and_mistakes(rl: RunRl, rl_env: dict[str, str], containers: Containers,

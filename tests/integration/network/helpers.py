@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rootless.network.netns import NetNS, lo_up
 from rootless.runtime.syscalls import CLONE_NEWNET, CLONE_NEWUSER, SYSCALLS
+from tests.support import port_free
 
 BUSYBOX = "/usr/bin/busybox"
 HELPER_NAMES = ("pasta", "passt", "slirp4netns", "passt.avx2")
@@ -228,18 +229,6 @@ class HostServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def port_free(port: int, proto: str = "tcp") -> bool:
-    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    with socket.socket(socket.AF_INET, kind) as s:
-        if proto == "tcp":
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
 
 
 def wait_port_free(port: int, proto: str = "tcp", timeout: float = 5) -> bool:
