@@ -370,9 +370,11 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
     previous = {s: signal.signal(s, lambda signum, _f: pending.append(signum)) for s in forwarded}
     try:
         needs_netns = prepared.net_driver is not None and prepared.net_driver.needs_netns
-        # Held until the network is attached, unless the driver has nothing to do before the command
-        # runs (none): then it is attached while the command already runs, off rl run's critical path.
-        hold = needs_netns and not prepared.net_driver.files_before_start
+        # Held (created, not started) until the network is attached and the record says running. A
+        # driver with nothing to do before the command runs (none) is attached after the start, off
+        # rl run's critical path.
+        hold = needs_netns
+        attach_later = needs_netns and prepared.net_driver.files_before_start
         try:
             procs_fd = limits_glue.open_procs(record)
             try:
@@ -380,27 +382,22 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
                                       cgroup_procs=procs_fd)
             finally:
                 limits_glue.close_fd(procs_fd)
-            if needs_netns:
-                try:
-                    source = f"/proc/self/fd/{proc.netns}" if proc.netns is not None else f"/proc/{proc.pid}/ns/net"
-                    network_glue.attach_network(env, prepared, source, write_files=hold)
-                except BaseException:
-                    proc.signal(signal.SIGKILL)
-                    proc.wait()
-                    proc.close()
-                    raise
-                if hold:
-                    proc.start()
+            if hold and not attach_later:
+                _attach_or_kill(env, prepared, proc, write_files=True)
+            with store.update(record.id) as rec:  # before the start: who sees the output sees it running
+                rec.state.update(Status="running", Running=True, Pid=proc.pid, StartedAt=now_rfc3339())
+                rec.extra["pid_start_time"] = process_start_time(proc.pid)
+            if hold:
+                proc.start()
         except (CommandNotFoundError, CannotInvokeError) as e:
             with store.update(record.id) as rec:
-                rec.state.update(Status="created", ExitCode=e.exit_code, Error=e.message)
+                rec.state.update(Status="created", Running=False, Pid=0, ExitCode=e.exit_code, Error=e.message)
             raise
         finally:
             if devnull is not None:
                 os.close(devnull)
-        with store.update(record.id) as rec:
-            rec.state.update(Status="running", Running=True, Pid=proc.pid, StartedAt=now_rfc3339())
-            rec.extra["pid_start_time"] = process_start_time(proc.pid)
+        if attach_later:
+            _attach_or_kill(env, prepared, proc, write_files=False)
         # the terminal's own size changes are relay_tty's business; every other signal goes on
         signals = tuple(s for s in forwarded if s != signal.SIGWINCH) if opts.tty else forwarded
         with process.forward_signals(proc, signals=signals):
@@ -432,6 +429,18 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
             store.remove(record.id, background=True)
         else:
             unmount_container(env, record)
+
+
+def _attach_or_kill(env: EngineEnv, prepared: Prepared, proc: Any, write_files: bool) -> None:
+    """Attach the network to the container's namespace; a failure kills the container and is raised."""
+    try:
+        source = f"/proc/self/fd/{proc.netns}" if proc.netns is not None else f"/proc/{proc.pid}/ns/net"
+        network_glue.attach_network(env, prepared, source, write_files=write_files)
+    except BaseException:
+        proc.signal(signal.SIGKILL)
+        proc.wait()
+        proc.close()
+        raise
 
 
 def _drain_pty(proc: Any) -> int:
