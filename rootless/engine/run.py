@@ -375,23 +375,31 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
         # rl run's critical path.
         hold = needs_netns
         attach_later = needs_netns and prepared.net_driver.files_before_start
+        def mark_running(pid: int) -> None:
+            with store.update(record.id) as rec:
+                rec.state.update(Status="running", Running=True, Pid=pid, StartedAt=now_rfc3339())
+                rec.extra["pid_start_time"] = process_start_time(pid)
+
         try:
             procs_fd = limits_glue.open_procs(record)
             try:
+                # held: the record says running before the command starts (who sees its output sees
+                # it running), written while PID 1 sets itself up
                 proc = process.launch(prepared.spec, stdin=stdin_fd, console_size=console, hold=hold,
-                                      cgroup_procs=procs_fd)
+                                      cgroup_procs=procs_fd, on_pid=mark_running if hold else None)
             finally:
                 limits_glue.close_fd(procs_fd)
+            if not hold:
+                mark_running(proc.pid)
             if hold and not attach_later:
                 _attach_or_kill(env, prepared, proc, write_files=True)
-            with store.update(record.id) as rec:  # before the start: who sees the output sees it running
-                rec.state.update(Status="running", Running=True, Pid=proc.pid, StartedAt=now_rfc3339())
-                rec.extra["pid_start_time"] = process_start_time(proc.pid)
             if hold:
                 proc.start()
-        except (CommandNotFoundError, CannotInvokeError) as e:
+        except BaseException as e:
+            failed = isinstance(e, CommandNotFoundError | CannotInvokeError)
+            exit_code, error = (e.exit_code, e.message) if isinstance(e, RLError) and failed else (0, "")
             with store.update(record.id) as rec:
-                rec.state.update(Status="created", Running=False, Pid=0, ExitCode=e.exit_code, Error=e.message)
+                rec.state.update(Status="created", Running=False, Pid=0, ExitCode=exit_code, Error=error)
             raise
         finally:
             if devnull is not None:

@@ -31,7 +31,7 @@ import stat
 import struct
 import termios
 import tty
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from socket import socket
 from typing import NoReturn
@@ -205,10 +205,13 @@ def launch(
     console_size: tuple[int, int] | None = None,
     pass_fds: Sequence[int] = (),
     cgroup_procs: int | None = None,
+    on_pid: Callable[[int], None] | None = None,
     sys: Syscalls = SYSCALLS,
 ) -> ContainerProcess:
     """Start ``spec``'s process; returns once it has exec'd its command (or, with ``hold``, is waiting
-    for ``start()``). stdin/stdout/stderr are file descriptors for the container (default: rl's own);
+    for ``start()``). ``on_pid`` is called with PID 1's pid as soon as it exists, while it still sets
+    itself up (rl records it then, off the critical path). stdin/stdout/stderr are file descriptors
+    for the container (default: rl's own);
     ``console_size`` is (rows, columns) for a tty. ``cgroup_procs`` is an open ``cgroup.procs`` of the
     container's cgroup: the setup process joins it before it creates the namespaces, so everything
     the container runs is counted there and its cgroup namespace is rooted at it.
@@ -241,7 +244,7 @@ def launch(
         os.close(start_r)
     proc = ContainerProcess(pid=-1, _start_fd=start_w if hold else None)
     try:
-        done = _finish(proc, parent_end, setup_pid)
+        done = _finish(proc, parent_end, setup_pid, on_pid)
     except BaseException:
         parent_end.close()
         proc.close()
@@ -265,7 +268,8 @@ def _abandon(proc: ContainerProcess, setup_pid: int) -> None:
                 os.waitpid(pid, 0)
 
 
-def _finish(proc: ContainerProcess, sock: socket, setup_pid: int | None) -> bool:
+def _finish(proc: ContainerProcess, sock: socket, setup_pid: int | None,
+            on_pid: Callable[[int], None] | None = None) -> bool:
     """Read messages until exec (EOF: True) or, with hold, until ``created`` (False); raise on errors."""
     failure: messages.SetupFailed | messages.ExecFailed | None = None
     created = False
@@ -281,6 +285,8 @@ def _finish(proc: ContainerProcess, sock: socket, setup_pid: int | None) -> bool
             if setup_pid is not None:
                 os.waitpid(setup_pid, 0)  # after this PID 1 is our child (we are its subreaper)
                 setup_pid = None
+            if on_pid is not None:
+                on_pid(proc.pid)
         elif isinstance(msg, messages.Pty) and fds:
             proc.pty = fds[0]
         elif isinstance(msg, messages.Created):
