@@ -179,6 +179,52 @@ class NetworkDriver(abc.ABC):
 # ---------------------------------------------------------------- helper processes
 
 
+class HelperDriver(NetworkDriver):
+    """A driver that runs a user-mode networking program (pasta, slirp4netns): found on PATH (or at
+    ``binary``), checked (``host_problem``), and probed once per binary for its features from its
+    ``--help`` and ``--version`` (``features``; the results are kept in ``probed``)."""
+
+    program = ""  # the command's name
+    package = ""  # what provides it
+    install_hint = ""
+    probed: dict[str, ProbeResult]
+
+    def __init__(self, binary: str | None = None, port_handler: str = "rl") -> None:
+        self.binary = binary
+        self.port_handler = resolve_port_handler(port_handler, self.name)
+
+    def _binary(self) -> str | None:
+        return find_binary(self.program, self.binary)
+
+    def host_problem(self) -> HostError | None:
+        """Why the program cannot work here although it is installed, or None."""
+        return None
+
+    @abc.abstractmethod
+    def features(self, help_text: str, version_text: str, binary: str) -> ProbeResult:
+        """What the program's --help and --version texts say it can do (or a HostError)."""
+
+    def probe(self) -> ProbeResult:
+        import subprocess
+
+        binary = self._binary()
+        if binary is None:
+            return HostError(f"{self.program} is not installed", self.install_hint)
+        problem = self.host_problem()
+        if problem is not None:
+            return problem
+        if binary not in self.probed:
+            try:
+                help_run = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=10)
+                version_run = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                return HostError(f"cannot run {binary} --help: {e}", f"reinstall {self.package}")
+            self.probed[binary] = self.features(
+                help_run.stdout + help_run.stderr, version_run.stdout + version_run.stderr, binary
+            )
+        return self.probed[binary]
+
+
 def start_time(pid: int) -> int:
     """Field 22 of /proc/PID/stat (0 when the process is gone or a zombie)."""
     from rootless.procfs import start_time as read_start_time

@@ -26,14 +26,12 @@ from rootless.errors import ConflictError, HostError, UsageError
 from rootless.network import dns, netns, portfwd
 from rootless.network.driver import (
     Features,
-    NetworkDriver,
+    HelperDriver,
     NetworkOptions,
     NetworkState,
     ProbeResult,
-    find_binary,
     helper_error_text,
     parse_help,
-    resolve_port_handler,
     start_time,
     stop_helper,
 )
@@ -117,37 +115,25 @@ def build_args(binary: str, ns: NetNS, options: NetworkOptions, ports: list[Port
     return args
 
 
-class PastaDriver(NetworkDriver):
+class PastaDriver(HelperDriver):
     """``port_handler``: "rl" (the default) relays published ports with rootless.network.portfwd and
     starts pasta with ``-t none -u none``; "pasta" lets pasta bind and forward them itself."""
 
     name = "pasta"
+    program = "pasta"
+    package = "passt"
+    install_hint = "install the passt package (it provides pasta)"
+    probed = _probed
 
-    def __init__(self, binary: str | None = None, port_handler: str = "rl") -> None:
-        self.binary = binary
-        self.port_handler = resolve_port_handler(port_handler, self.name)
-
-    def _binary(self) -> str | None:
-        return find_binary("pasta", self.binary)
-
-    def probe(self) -> ProbeResult:
-        binary = self._binary()
-        if binary is None:
-            return HostError("pasta is not installed", "install the passt package (it provides pasta)")
+    def host_problem(self) -> HostError | None:
         if not os.access(TUN, os.R_OK | os.W_OK):
             return HostError(
                 f"pasta cannot use {TUN}: not readable and writable", f"the admin can run 'chmod 0666 {TUN}'"
             )
-        if binary not in _probed:
-            try:
-                help_run = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=10)
-                version_run = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
-            except (OSError, subprocess.TimeoutExpired) as e:
-                return HostError(f"cannot run {binary} --help: {e}", "reinstall passt")
-            _probed[binary] = pasta_features(
-                help_run.stdout + help_run.stderr, version_run.stdout + version_run.stderr, binary
-            )
-        return _probed[binary]
+        return None
+
+    def features(self, help_text: str, version_text: str, binary: str) -> ProbeResult:
+        return pasta_features(help_text, version_text, binary)
 
     def dual_stack_ports(self, options: NetworkOptions) -> bool:
         return options.ipv6

@@ -16,7 +16,6 @@ import os
 import select
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -26,14 +25,12 @@ from rootless.errors import ConflictError, HostError, UsageError
 from rootless.network import dns, netns, portfwd
 from rootless.network.driver import (
     Features,
-    NetworkDriver,
+    HelperDriver,
     NetworkOptions,
     NetworkState,
     ProbeResult,
-    find_binary,
     helper_error_text,
     parse_help,
-    resolve_port_handler,
     start_time,
     stop_helper,
 )
@@ -168,30 +165,17 @@ def spawn_detached(argv: list[str], keep_fd: int, stderr_path: str) -> int:
     return int(data or b"0")
 
 
-class SlirpDriver(NetworkDriver):
+class SlirpDriver(HelperDriver):
     """``port_handler``: "rl" (the default) or "slirp4netns" (add_hostfwd)."""
 
     name = "slirp4netns"
+    program = "slirp4netns"
+    package = "slirp4netns"
+    install_hint = "install the slirp4netns package"
+    probed = _probed
 
-    def __init__(self, binary: str | None = None, port_handler: str = "rl") -> None:
-        self.binary = binary
-        self.port_handler = resolve_port_handler(port_handler, self.name)
-
-    def _binary(self) -> str | None:
-        return find_binary("slirp4netns", self.binary)
-
-    def probe(self) -> ProbeResult:
-        binary = self._binary()
-        if binary is None:
-            return HostError("slirp4netns is not installed", "install the slirp4netns package")
-        if binary not in _probed:
-            try:
-                help_run = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=10)
-                version_run = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
-            except (OSError, subprocess.TimeoutExpired) as e:
-                return HostError(f"cannot run {binary} --help: {e}", "reinstall slirp4netns")
-            _probed[binary] = slirp_features(help_run.stdout + help_run.stderr, version_run.stdout, binary)
-        return _probed[binary]
+    def features(self, help_text: str, version_text: str, binary: str) -> ProbeResult:
+        return slirp_features(help_text, version_text, binary)
 
     def dual_stack_ports(self, options: NetworkOptions) -> bool:
         return self.port_handler == "rl" and options.ipv6
