@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from rootless.engine.env import EngineEnv
 from rootless.errors import ConflictError, NotFoundError, RLError, UsageError
 from rootless.records import asdict, fields
-from rootless.state.containers import CGROUP_KEY, ContainerRecord, ContainerStore, now_rfc3339
+from rootless.state.containers import CGROUP_KEY, ContainerRecord, ContainerStore, boot_id, now_rfc3339
 
 if TYPE_CHECKING:
     from rootless.engine.runopts import RunOptions
@@ -118,14 +118,6 @@ def load_run_options(record: ContainerRecord) -> RunOptions:
     return RunOptions(**data)
 
 
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
 # ---------------------------------------------------------------- starting
 
 
@@ -182,7 +174,7 @@ def start_prepared(env: EngineEnv, prepared: Any, opts: RunOptions, *,
             rec.state.update(Status="running", Running=True, Paused=False, Pid=result.pid, ExitCode=0, Error="",
                              StartedAt=result.started_at, FinishedAt="0001-01-01T00:00:00Z", OOMKilled=False)
             rec.extra.update(pid_start_time=result.pid_start_time, monitor_pid=result.monitor_pid,
-                             monitor_start_time=result.monitor_start_time, boot_id=_boot_id())
+                             monitor_start_time=result.monitor_start_time, boot_id=boot_id())
             record.state, record.extra = dict(rec.state), dict(rec.extra)
     except BaseException:
         if client is not None:

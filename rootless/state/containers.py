@@ -101,7 +101,8 @@ class ContainerRecord:
         return bool(self.state.get("Running"))
 
 
-def _boot_id() -> str:
+def boot_id() -> str:
+    """This boot's ID: a record from another boot describes no process that still runs."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             return f.read().strip()
@@ -196,7 +197,7 @@ class ContainerStore:
             return record
         pid = int(record.state.get("Pid") or 0)
         started = record.extra.get("pid_start_time")
-        same_boot = record.extra.get("boot_id") in (None, "", _boot_id())
+        same_boot = record.extra.get("boot_id") in (None, "", boot_id())
         alive = same_boot and pid > 0 and process_start_time(pid, self.proc) == started
         monitor_pid = int(record.extra.get("monitor_pid") or 0)
         monitor_alive = same_boot and monitor_pid > 0 and \
