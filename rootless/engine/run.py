@@ -370,11 +370,11 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
     previous = {s: signal.signal(s, lambda signum, _f: pending.append(signum)) for s in forwarded}
     try:
         needs_netns = prepared.net_driver is not None and prepared.net_driver.needs_netns
-        # Held (created, not started) until the network is attached and the record says running. A
-        # driver with nothing to do before the command runs (none) is attached after the start, off
-        # rl run's critical path.
-        hold = needs_netns
+        # With a network namespace the container is held (created, not started) until its network
+        # is attached and the record says running; a driver with nothing to do before the command
+        # runs (none) is attached after the start, off rl run's critical path.
         attach_later = needs_netns and prepared.net_driver.files_before_start
+
         def mark_running(pid: int) -> None:
             with store.update(record.id) as rec:
                 rec.state.update(Status="running", Running=True, Pid=pid, StartedAt=now_rfc3339())
@@ -385,19 +385,19 @@ def run_foreground(env: EngineEnv, prepared: Prepared, opts: RunOptions) -> int:
             try:
                 # held: the record says running before the command starts (who sees its output sees
                 # it running), written while PID 1 sets itself up
-                proc = process.launch(prepared.spec, stdin=stdin_fd, console_size=console, hold=hold,
-                                      cgroup_procs=procs_fd, on_pid=mark_running if hold else None)
+                proc = process.launch(prepared.spec, stdin=stdin_fd, console_size=console, hold=needs_netns,
+                                      cgroup_procs=procs_fd, on_pid=mark_running if needs_netns else None)
             finally:
                 limits_glue.close_fd(procs_fd)
-            if not hold:
+            if not needs_netns:  # launched through its exec: already running
                 mark_running(proc.pid)
-            if hold and not attach_later:
-                _attach_or_kill(env, prepared, proc, write_files=True)
-            if hold:
+            else:
+                if not attach_later:
+                    _attach_or_kill(env, prepared, proc, write_files=True)
                 proc.start()
         except BaseException as e:
-            failed = isinstance(e, CommandNotFoundError | CannotInvokeError)
-            exit_code, error = (e.exit_code, e.message) if isinstance(e, RLError) and failed else (0, "")
+            not_invoked = isinstance(e, CommandNotFoundError | CannotInvokeError)
+            exit_code, error = (e.exit_code, e.message) if isinstance(e, RLError) and not_invoked else (0, "")
             with store.update(record.id) as rec:
                 rec.state.update(Status="created", Running=False, Pid=0, ExitCode=exit_code, Error=error)
             raise
