@@ -506,7 +506,7 @@ def copy_from(env: EngineEnv, ref: str, src: str, dest: str, out: BinaryIO | Non
                 _add_tree(tf, host_src, base if base != "/" else ".", as_seen)
             return
         target_dir, name = _target(dest, is_dir, base, contents, dest)
-        owner = as_seen if archive else _yours
+        owner = as_seen if archive else _root
         _copy_tar(lambda tf: _add_tree(tf, host_src, name, owner=owner), target_dir,
                   f"copying {record.name}:{src} to {dest}")
 
@@ -539,18 +539,15 @@ def copy_to(env: EngineEnv, ref: str, src: str, dest: str, stream: BinaryIO | No
         if dest.endswith("/") and not host_dest.endswith("/"):
             host_dest += "/"
         target_dir, name = _target(host_dest, is_dir, base, contents, f"{record.name}:{dest}")
-        owner: Owner | None = None if archive else _containers_root
+        owner: Owner | None = None if archive else _root
         if shown is not None:  # owners the container sees, given through the mount's map
             inner = owner
             owner = (lambda u, g: shown.to_shown(*inner(u, g))) if inner is not None else shown.to_shown
         _copy_tar(lambda tf: _add_tree(tf, src, name, owner=owner), target_dir, label)
 
 
-def _yours(uid: int, gid: int) -> tuple[int, int]:
-    return 0, 0  # rl's root, which is you on the host
-
-
-def _containers_root(uid: int, gid: int) -> tuple[int, int]:
+def _root(uid: int, gid: int) -> tuple[int, int]:
+    """Root on the side the files land on: the container's (copied in), or rl's, which is you (copied out)."""
     return 0, 0
 
 
