@@ -76,6 +76,12 @@ def helper(request: pytest.FixtureRequest) -> NetworkDriver:
     return usable(request.param)
 
 
+@pytest.fixture(params=HELPERS)
+def relaying_helper(request: pytest.FixtureRequest) -> NetworkDriver:
+    """The helpers with rl's own forwarder for published ports (the default port handler)."""
+    return usable(request.param)
+
+
 def relayed(driver: NetworkDriver) -> bool:
     return getattr(driver, "port_handler", "") == "rl"
 
@@ -187,11 +193,11 @@ def test_publish_udp_translated(helper: NetworkDriver, sandbox: Sandbox, tmp_pat
 
 
 def test_relay_reaches_the_container_address_not_its_loopback(
-    helper: NetworkDriver, sandbox: Sandbox, www: Path, tmp_path: Path
+    relaying_helper: NetworkDriver, sandbox: Sandbox, www: Path, tmp_path: Path
 ) -> None:
     """docker's semantics: a published port reaches a server on the container's address."""
-    if not relayed(helper):
-        pytest.skip("the helper's own forwarding decides for itself")
+    helper = relaying_helper
+    assert relayed(helper)
     port = free()
     state = helper.setup(sandbox.netns, options(tmp_path, f"127.0.0.1:{port}:8080"))
     try:
@@ -248,10 +254,10 @@ def test_relay_large_transfer(helper: NetworkDriver, sandbox: Sandbox, tmp_path:
 
 
 def test_relay_that_fails_leaves_nothing(
-    helper: NetworkDriver, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    relaying_helper: NetworkDriver, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not relayed(helper):
-        pytest.skip("no forwarder with the helper's own port handler")
+    helper = relaying_helper
+    assert relayed(helper)
 
     class Broken(portfwd.Forwarder):
         def __init__(self, mappings: list[PortMapping], netns_path: str, *args: Any, **kwargs: Any) -> None:
