@@ -567,11 +567,10 @@ class Store:
         """The layer's metadata, or None when it is absent or incomplete."""
         path = self.layer_path(diff_id) / "layer.json"
         try:
-            return LayerInfo.from_json(read_json(path, what="layer metadata"))
-        except StorageError as e:
-            if not path.exists():
-                return None
-            raise e
+            # Missing now means absent, whatever appears after: another pull may publish the layer
+            # between a failed open and a second look (seen as a spurious error in concurrent pulls).
+            data = read_json(path, default=None, what="layer metadata")
+            return None if data is None else LayerInfo.from_json(data)
         except (KeyError, ValueError, TypeError):
             raise StorageError(
                 f"layer metadata {path} is corrupt", "repair the store, then pull the image again"
