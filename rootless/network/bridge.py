@@ -51,7 +51,7 @@ from rootless.network.networks import NetworkRecord
 from rootless.records import field, record
 
 NFT_TABLE = "rl"
-BRIDGE_MTU = 1500
+BRIDGE_MTU = 65520  # as pasta's and slirp4netns's links: the bridges carry their traffic
 VETH_PREFIX = "veth"
 
 
@@ -121,50 +121,42 @@ def _sync_links(records: list[dict[str, Any]], remove: list[str], ruleset: str) 
 
 def _connect(container_ns: str, bridge: str, veth: str, ifname: str, address: str, prefixlen: int,
              gateway: str, default_route: bool, mtu: int) -> dict[str, Any]:
-    """Runs in the rootless netns: a veth pair, one end on ``bridge``, the other moved into the
-    container's netns, renamed ``ifname``, addressed, up, with the default route when asked."""
-    from pyroute2 import IPRoute
+    """Runs in the rootless netns: a veth pair, ``veth`` on ``bridge`` and ``ifname`` created in the
+    container's netns, which is then joined to give ``ifname`` its address, the link and the
+    default route when asked. Plain rtnetlink (``rootless.network.rtnl``): no pyroute2 per run."""
+    import socket
 
+    from rootless.network import rtnl
+    from rootless.network.netns import SIOCGIFHWADDR, _ioctl, lo_up
     from rootless.runtime.syscalls import CLONE_NEWNET, SYSCALLS
 
-    peer = "rlp" + veth[len(VETH_PREFIX):]
-    with IPRoute() as ipr:
-        for name in (veth, peer):
-            for idx in ipr.link_lookup(ifname=name):
-                ipr.link("del", index=idx)
-        ipr.link("add", ifname=veth, kind="veth", peer=peer)
-        host_idx = ipr.link_lookup(ifname=veth)[0]
-        peer_idx = ipr.link_lookup(ifname=peer)[0]
-        bridge_idx = ipr.link_lookup(ifname=bridge)[0]
-        ipr.link("set", index=host_idx, master=bridge_idx, mtu=mtu)
-        ipr.link("set", index=host_idx, state="up")
-        fd = os.open(container_ns, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            ipr.link("set", index=peer_idx, net_ns_fd=fd)
-            SYSCALLS.setns(fd, CLONE_NEWNET)
-        finally:
-            os.close(fd)
-    with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=peer)[0]
-        ipr.link("set", index=idx, ifname=ifname, mtu=mtu)
-        ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
-        ipr.link("set", index=idx, state="up")
-        lo = ipr.link_lookup(ifname="lo")[0]
-        ipr.link("set", index=lo, state="up")
+    fd = os.open(container_ns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with rtnl.Netlink() as nl:
+            nl.delete_link(veth)  # a leftover of an earlier start of the same container
+            nl.add_veth(veth, ifname, fd, mtu, master=socket.if_nametoindex(bridge))
+        SYSCALLS.setns(fd, CLONE_NEWNET)
+    finally:
+        os.close(fd)
+    index = socket.if_nametoindex(ifname)
+    with rtnl.Netlink() as nl:
+        nl.add_address(index, address, prefixlen)
+        nl.set_up(index)
         if default_route:
-            ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=idx)
-        mac = ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
-    return {"mac": mac}
+            nl.add_default_route(index, gateway)
+    lo_up()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        hw = _ioctl(s, SIOCGIFHWADDR, ifname)[18:24]
+    return {"mac": ":".join(f"{b:02x}" for b in hw)}
 
 
 def _disconnect(veths: list[str]) -> None:
-    from pyroute2 import IPRoute
+    from rootless.network import rtnl
 
-    with IPRoute() as ipr:
+    with rtnl.Netlink() as nl:
         for name in veths:
-            for idx in ipr.link_lookup(ifname=name):
-                with contextlib.suppress(Exception):
-                    ipr.link("del", index=idx)
+            with contextlib.suppress(OSError):
+                nl.delete_link(name)
 
 
 # ---------------------------------------------------------------- the rootless netns
@@ -285,12 +277,21 @@ class RootlessNetns:
         uplink = state.interface if state and state.interface not in ("", "lo") else ""
         ruleset = nft_ruleset(records, uplink)
         data = [{"bridge": r.bridge, "gateway": r.gateway, "subnet": r.subnet} for r in records]
+        key = json.dumps([data, ruleset])
+        synced = self.run_dir / "synced"
+        if not remove:
+            with contextlib.suppress(OSError):
+                if synced.read_text() == key:
+                    return  # bridges and rules as they are: no fork, no pyroute2, no nft
         result = in_netns(self.netns, lambda: _sync_links(data, list(remove), ruleset), "set up the bridges in")
         if result.get("nft"):
             raise HostError(
                 f"cannot set up network isolation in the rootless network namespace: {result['nft']}",
                 "check that nft works ('nft list ruleset' in 'rl unshare'), or use --network pasta",
             )
+        tmp = synced.with_name(f".synced.{os.getpid()}")
+        tmp.write_text(key)
+        os.replace(tmp, synced)
 
 
 # ---------------------------------------------------------------- the driver
