@@ -88,7 +88,8 @@ CREATE_FLAGS: tuple[Flag, ...] = (
     Flag("add_host", ("--add-host",), "multi", metavar="NAME:IP", help="Add a line to /etc/hosts."),
     Flag("userns", ("--userns",), default="", help="User namespace mode: keep-id keeps your UID inside."),
     Flag("network", ("--network", "--net"), default="",
-         help="pasta, slirp4netns, none or host (default: pasta, else slirp4netns)."),
+         help="bridge (the default, one shared pasta), pasta or slirp4netns (a helper of its own), none, host,"
+              " container:NAME or a network's name."),
     Flag("publish", ("-p", "--publish"), "multi", metavar="[IP:]HOST:CONTAINER[/PROTO]",
          help="Publish a container's port on the host."),
     Flag("publish_all", ("-P", "--publish-all"), "bool", help="Publish the image's exposed ports on random ports."),

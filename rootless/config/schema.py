@@ -47,7 +47,7 @@ SETTINGS: tuple[Setting, ...] = (
         "network.default",
         "str",
         "",
-        "network for containers without --network; empty: pasta, else slirp4netns, else host",
+        "network for containers without --network; empty: bridge (one shared pasta, else slirp4netns, else host)",
         ("", "pasta", "slirp4netns", "host", "none"),
     ),
     Setting(

@@ -26,9 +26,13 @@ if TYPE_CHECKING:
 def choose_driver(env: EngineEnv, opts: RunOptions) -> Any:
     """The network driver for --network (or the configured default), probed before anything starts.
 
-    ``container:NAME`` joins a running container's namespace; ``pasta:port_handler=pasta`` (or
-    slirp4netns:...) picks who forwards the published ports; any other name that is not a builtin
-    mode is a user-defined network (``a,b`` joins several, the first one gets the default route)."""
+    The default (``bridge``) is the default network: a bridge in the user's rootless netns, whose
+    one pasta (else slirp4netns) serves every container on it, so an idle container costs its
+    monitor and no helper of its own. ``pasta`` and ``slirp4netns`` give the container a helper of
+    its own (podman's default); ``pasta:port_handler=pasta`` (or slirp4netns:...) picks who forwards
+    the published ports; ``container:NAME`` joins a running container's namespace; any other name
+    that is not a builtin mode is a user-defined network (``a,b`` joins several, the first one gets
+    the default route)."""
     from rootless.errors import HostError
     from rootless.network.driver import DRIVER_NAMES, Features, get_driver, parse_mode
 
@@ -38,15 +42,20 @@ def choose_driver(env: EngineEnv, opts: RunOptions) -> Any:
     mode, mode_options = parse_mode(mode)
     handler = {"port_handler": mode_options.get("port_handler", env.port_handler)}
     if mode in ("", "default", "private", "bridge"):
-        try:
-            return get_driver("", **handler)
-        except HostError as e:
-            if not env.fallback_to_host or opts.publish or opts.publish_all:
-                raise
-            warn_once(env, "network-fallback",
-                       f"{e.message}: containers use the host's network instead "
-                       "(set network.fallback_to_host = false to make this an error)")
-            return get_driver("host")
+        from rootless.network.bridge import BridgeDriver
+
+        shared = rootless_netns(env)
+        if not shared.is_up():  # its helper starts with the first container: pasta, else slirp4netns
+            try:
+                get_driver("", **handler)
+            except HostError as e:
+                if not env.fallback_to_host or opts.publish or opts.publish_all:
+                    raise
+                warn_once(env, "network-fallback",
+                          f"{e.message}: containers use the host's network instead "
+                          "(set network.fallback_to_host = false to make this an error)")
+                return get_driver("host")
+        return BridgeDriver(shared, [network_store(env).default()])
     if mode not in DRIVER_NAMES:
         from rootless.network.bridge import BridgeDriver
 
@@ -203,7 +212,8 @@ def _attach_bridge(env: EngineEnv, record: ContainerRecord, driver: Any, ns: Any
         state = driver.setup(ns, options)
         try:
             _save(env, record.id, state)
-            refresh_hosts(env)
+            if any(a.record.dns_enabled for a in driver.attachments):
+                refresh_hosts(env, records)
         except BaseException:
             driver.teardown(state)
             raise
@@ -236,9 +246,10 @@ def attached_containers(env: EngineEnv) -> list[tuple[ContainerRecord, Path, Any
     return result
 
 
-def refresh_hosts(env: EngineEnv) -> None:
+def refresh_hosts(env: EngineEnv, records: Any = None) -> None:
     """Rewrite (in place) the /etc/hosts of every container on a user-defined network: its own lines
-    and one per peer sharing a network with it."""
+    and one per peer sharing a network with name resolution (not the default network) with it."""
+    named = {r.name for r in (records if records is not None else network_store(env).records()) if r.dns_enabled}
     attached = attached_containers(env)
     for record, path, state in attached:
         lines: list[str] = []
@@ -246,7 +257,7 @@ def refresh_hosts(env: EngineEnv) -> None:
             if other.id == record.id:
                 continue
             for net, entry in other_state.networks.items():
-                if net in state.networks and entry.get("IPAddress"):
+                if net in named and net in state.networks and entry.get("IPAddress"):
                     names = [*_names(other), *[a for a in entry.get("Aliases", []) if a not in _names(other)]]
                     lines.append(f"{entry['IPAddress']}\t{' '.join(names)}\n")
         text = state.hosts + "".join(dict.fromkeys(lines))
@@ -334,8 +345,11 @@ def detach_network(env: EngineEnv, record: ContainerRecord) -> None:
     _release_netns(run_dir / "netns")
     _remove_run_dir(run_dir)
     if state is not None and state.networks and state.driver != "container":
-        with network_store(env).locked():
-            refresh_hosts(env)
+        nets = network_store(env)
+        with nets.locked():
+            records = nets.records()
+            if any(r.dns_enabled and r.name in state.networks for r in records):
+                refresh_hosts(env, records)
 
 
 def _bridge_teardown(env: EngineEnv, state: Any) -> None:

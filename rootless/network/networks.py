@@ -18,12 +18,12 @@ import secrets
 import socket
 import struct
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rootless.errors import ConflictError, NotFoundError, UsageError
 from rootless.records import field, fields, record
+from rootless.timefmt import now_rfc3339
 
 POOL = ipaddress.IPv4Network("10.89.0.0/16")
 PREFIX = 24
@@ -31,6 +31,14 @@ NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 RESERVED = ("host", "none", "bridge", "pasta", "slirp4netns", "private", "default", "container")
 BRIDGE_PREFIX = "rl"
 LOCK = ".lock"
+
+# The default network: what `rl run` without --network (or with --network bridge) joins, docker's
+# "bridge" and podman's "podman". Always there, cannot be removed; no name resolution between its
+# containers (docker's default bridge has none either); its own /16 out of the way of 10.89.N.0/24.
+DEFAULT_NETWORK = "bridge"
+DEFAULT_SUBNET = "10.88.0.0/16"
+DEFAULT_BRIDGE = f"{BRIDGE_PREFIX}0"
+DEFAULT_ID = "4f8a5bd6b8c0de0f5e1e4c7c0a9d8b2e6a3f1c5d7e9b0a2c4e6f8a1b3d5c7e9f"
 
 
 @record
@@ -147,13 +155,33 @@ class NetworkStore:
         return self.root / f"{name}.json"
 
     def records(self) -> list[NetworkRecord]:
-        result: list[NetworkRecord] = []
-        if not self.root.is_dir():
-            return result
+        """Every network, the default one first."""
+        result = [self.default()]
         for path in sorted(self.root.glob("*.json")):
-            with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-                result.append(NetworkRecord.from_json(json.loads(path.read_text())))
+            if path.name != f"{DEFAULT_NETWORK}.json":
+                with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+                    result.append(NetworkRecord.from_json(json.loads(path.read_text())))
         return result
+
+    def default(self) -> NetworkRecord:
+        """The default network's record, written the first time it is asked for (its creation time
+        is then the first use, as docker's is the daemon's first start)."""
+        path = self._path(DEFAULT_NETWORK)
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            return NetworkRecord.from_json(json.loads(path.read_text()))
+        record = NetworkRecord(
+            name=DEFAULT_NETWORK,
+            id=DEFAULT_ID,
+            subnet=DEFAULT_SUBNET,
+            gateway=str(ipaddress.IPv4Network(DEFAULT_SUBNET).network_address + 1),
+            bridge=DEFAULT_BRIDGE,
+            created=now_rfc3339(),
+            dns_enabled=False,
+        )
+        with contextlib.suppress(OSError):
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._write(record)
+        return record
 
     def get(self, name_or_id: str) -> NetworkRecord:
         records = self.records()
@@ -217,7 +245,7 @@ class NetworkStore:
                 subnet=str(net),
                 gateway=str(gw),
                 bridge=f"{BRIDGE_PREFIX}{index}",
-                created=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                created=now_rfc3339(),
                 labels=dict(labels or {}),
                 internal=internal,
             )
@@ -228,6 +256,9 @@ class NetworkStore:
         """Remove a record; ConflictError when containers (``in_use``) are still attached."""
         with self.locked():
             record = self.get(name_or_id)
+            if record.name == DEFAULT_NETWORK:
+                raise ConflictError(f"{DEFAULT_NETWORK} is a pre-defined network and cannot be removed",
+                                    "remove the user-defined networks by their names")
             users = list(in_use)
             if users:
                 raise ConflictError(
@@ -243,7 +274,7 @@ class NetworkStore:
         removed = []
         with self.locked():
             for record in self.records():
-                if not in_use.get(record.name):
+                if record.name != DEFAULT_NETWORK and not in_use.get(record.name):
                     self._path(record.name).unlink(missing_ok=True)
                     removed.append(record.name)
         return removed

@@ -80,9 +80,10 @@ def containers(rl: RunRl, rl_env: dict[str, str], tmp_path: Path,
         c.stop_all()
 
 
-def _helpers(rl_env: dict[str, str]) -> list[str]:
+def _helpers(rl_env: dict[str, str], shared: bool = False) -> list[str]:
     """pasta/slirp4netns/port forwarders of this test's rl still running (their command lines name the
-    runtime dir, or the short directory under /tmp that rl uses instead when that path is long)."""
+    runtime dir, or the short directory under /tmp that rl uses instead when that path is long); the
+    rootless netns' own helper, shared by every container on a bridge, only when ``shared``."""
     from rootless.engine.env import EngineEnv
     from rootless.engine.network import net_run_dir
 
@@ -98,7 +99,8 @@ def _helpers(rl_env: dict[str, str]) -> list[str]:
         if stat[stat.rindex(")") + 2] == "Z":
             continue
         if any(m in cmdline for m in markers) and (
-                "pasta" in cmdline or "slirp4netns" in cmdline or "portfwd" in cmdline):
+                "pasta" in cmdline or "slirp4netns" in cmdline or "portfwd" in cmdline) and (
+                shared or "/rootless-netns/" not in cmdline):
             found.append(cmdline)
     return found
 
@@ -115,8 +117,8 @@ def test_containers_on_one_network_talk_by_name_and_other_networks_are_isolated(
     busybox = ref(fixture_images, "busybox")
     assert rl("network", "create", "front").out == "front\n"
     rl("network", "create", "back")
-    assert rl("network", "ls", "--format", "{{.Name}} {{.Subnet}}").lines == ["back 10.89.1.0/24",
-                                                                          "front 10.89.0.0/24"]
+    assert rl("network", "ls", "--format", "{{.Name}} {{.Subnet}}").lines == [
+        "bridge 10.88.0.0/16", "back 10.89.1.0/24", "front 10.89.0.0/24"]
     www = tmp_path / "www"
     www.mkdir()
     (www / "index.html").write_text("hello from web\n")
@@ -145,8 +147,8 @@ def test_containers_on_one_network_talk_by_name_and_other_networks_are_isolated(
     assert "in use by web" in err
     containers.stop_all()
     assert sorted(rl("network", "prune", "-f").lines) == ["back", "front"]
-    assert rl("network", "ls", "-q").out == ""
-    assert _helpers(rl_env) == []
+    assert rl("network", "ls", "--format", "{{.Name}}").lines == ["bridge"]
+    assert _helpers(rl_env, shared=True) == []
 
 
 def test_container_network_shares_the_namespace(rl: RunRl, containers: Containers,
@@ -200,7 +202,7 @@ def test_publish_connect_disconnect_and_port(rl: RunRl, rl_env: dict[str, str], 
         s.bind(("127.0.0.1", port))
     rl("network", "rm", "one", "two")
     rl("system", "migrate")
-    assert _helpers(rl_env) == []
+    assert _helpers(rl_env, shared=True) == []
 
 
 def _forwarders(rl_env: dict[str, str]) -> list[str]:
@@ -293,3 +295,44 @@ def test_port_handler_setting_and_mistakes(rl: RunRl, rl_env: dict[str, str], co
     bad = rl("run", "--rm", "--network", "slirp4netns:mtu=1500", busybox, "true", rc=125)
     assert bad.err.count("\n") == 1 and "unknown option 'mtu=1500'" in bad.err
     assert _helpers(rl_env) == []
+
+
+def test_default_network_is_one_shared_helper(rl: RunRl, rl_env: dict[str, str], containers: Containers,
+                                               fixture_images: dict[str, Any]) -> None:
+    """No --network: the default network `bridge`, one helper for every container on it (none of
+    their own), addresses out of 10.88.0.0/16, reachable by address but not by name, the host
+    reachable through host.containers.internal; the helper stays until prune stops it."""
+    busybox = ref(fixture_images, "busybox")
+    containers.start("--name", "first", command="exec sleep 60", image=busybox)
+    containers.start("--name", "second", command="exec sleep 60", image=busybox)
+    assert _helpers(rl_env) == []
+    shared = _helpers(rl_env, shared=True)
+    assert len(shared) == 1 and "/rootless-netns/" in shared[0]
+    first = json.loads(rl("inspect", "first").out)[0]
+    assert first["HostConfig"]["NetworkMode"] == "bridge"
+    settings = first["NetworkSettings"]
+    assert list(settings["Networks"]) == ["bridge"] and settings["IPAddress"].startswith("10.88.")
+    assert settings["Gateway"] == "10.88.0.1" and settings["IPPrefixLen"] == 16
+    info = json.loads(rl("network", "inspect", "bridge").out)[0]
+    assert sorted(c["Name"] for c in info["Containers"].values()) == ["first", "second"]
+
+    with socket.socket() as server:  # a server on the host's loopback
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        out = rl("exec", "second", "sh", "-c",
+                 f"ping -c1 -W2 {settings['IPAddress']} >/dev/null && echo by-address; "
+                 "grep -c first /etc/hosts; "
+                 f"echo hi | nc host.containers.internal {port} && echo host-ok", rc=None).lines
+        assert out == ["by-address", "0", "host-ok"]
+        conn, _ = server.accept()
+        with conn:
+            assert conn.recv(16) == b"hi\n"
+
+    err = rl("network", "rm", "bridge", rc=125).err
+    assert err.count("\n") == 1 and "bridge is a pre-defined network and cannot be removed" in err
+    containers.stop_all()
+    assert len(_helpers(rl_env, shared=True)) == 1  # it outlives the containers, as the pause process does
+    assert rl("network", "prune", "-f").out == ""
+    assert _helpers(rl_env, shared=True) == []
+    assert rl("network", "ls", "--format", "{{.Name}} {{.Driver}}").lines == ["bridge bridge"]

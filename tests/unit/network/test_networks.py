@@ -41,7 +41,7 @@ def test_store_lifecycle(tmp_path: Path) -> None:
     assert (b.subnet, b.gateway, b.bridge) == ("10.89.1.0/24", "10.89.1.1", "rl2")
     assert len(a.id) == 64 and a.created.endswith("Z")
     assert json.loads((tmp_path / "networks" / "front.json").read_text())["labels"] == {"app": "x"}
-    assert [r.name for r in store.records()] == ["back", "front"]
+    assert [r.name for r in store.records()] == ["bridge", "back", "front"]
     assert store.get(a.id[:12]).name == "front"
     with pytest.raises(ConflictError, match="already exists"):
         store.create("front", avoid=[])
@@ -57,7 +57,7 @@ def test_store_lifecycle(tmp_path: Path) -> None:
     d = store.create("d", avoid=[])
     assert d.subnet == "10.89.0.0/24" and d.bridge == "rl1"  # freed subnet and bridge are reused
     assert sorted(store.prune({"d": ["web"]})) == ["back", "c"]
-    assert [r.name for r in store.records()] == ["d"]
+    assert [r.name for r in store.records()] == ["bridge", "d"]
     assert d.inspect(["web"])["IPAM"]["Config"] == [{"Subnet": "10.89.0.0/24", "Gateway": "10.89.0.1"}]
 
 
@@ -87,3 +87,21 @@ def test_allocate_address(tmp_path: Path) -> None:
     assert allocate_address(record, []) == "10.1.0.2"
     with pytest.raises(ConflictError, match="no free address"):
         allocate_address(record, ["10.1.0.2"])
+
+
+def test_default_network(tmp_path: Path) -> None:
+    """`bridge` is always there (written on first use, the same afterwards), takes no user's name or
+    subnet, resolves no names, and is neither removed nor pruned."""
+    store = NetworkStore(tmp_path / "networks")
+    default = store.default()
+    assert (default.name, default.subnet, default.gateway, default.bridge) == ("bridge", "10.88.0.0/16",
+                                                                             "10.88.0.1", "rl0")
+    assert not default.dns_enabled and len(default.id) == 64
+    assert store.default() == default and store.get("bridge") == default
+    with pytest.raises(UsageError, match="reserved"):
+        store.create("bridge", avoid=[])
+    with pytest.raises(ConflictError, match="overlaps network bridge"):
+        store.create("x", subnet="10.88.5.0/24", avoid=[])
+    with pytest.raises(ConflictError, match="bridge is a pre-defined network and cannot be removed"):
+        store.remove("bridge")
+    assert store.prune() == [] and [r.name for r in store.records()] == ["bridge"]
