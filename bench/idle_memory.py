@@ -1,34 +1,43 @@
 #!/usr/bin/env python3
 """Memory of what stays running per idle detached container: rl against podman, end to end.
 
-    RL_TEST_REGISTRY=127.0.0.1:5555 python bench/idle_memory.py [-n 5] [--networks default,none,slirp4netns]
+    RL_TEST_REGISTRY=127.0.0.1:5555 python bench/idle_memory.py [-n 5] [--networks default,pasta,slirp4netns,none]
                                                                 [--publish] [--settle 1.0] [--no-podman]
 
 Run as the unprivileged test user from the checkout root. For each tool (rl; podman when installed,
-configured as in bench/tools.py) and each network mode (``default``: the tool's own default, then
-``--network MODE``), starts N containers with ``TOOL run -d [--network MODE] busybox sleep 1000``, waits
-``--settle`` seconds, and measures every process the tool left running that is not the container's own
-workload (the container's process and its descendants):
+configured as in bench/tools.py) and each network mode (``default``: the tool's own default, i.e. rl's
+bridge network and podman 4.3's slirp4netns; else ``--network MODE``), starts N containers with
+``TOOL run -d [--network MODE] busybox sleep 1000``, waits ``--settle`` seconds, and measures every
+process the tool left running that is not the container's own workload (the container's process and its
+descendants):
 
-  rl      the monitor (``rl-monitor``), the network helper (pasta, slirp4netns), the port relay
-          (``python -m rootless.network.portfwd``, with --publish); the pause process ``rl-pause``
-  podman  ``conmon``, slirp4netns, ``rootlessport`` and ``rootlessport-child`` (with --publish); the pause
-          process (``catatonit -P``)
+  rl      per container: the monitor (``rl-monitor``), the port relay (``python -m
+          rootless.network.portfwd``, with --publish), a helper of its own with --network pasta or
+          slirp4netns; shared per user: the pause process ``rl-pause`` and, on the bridge network (the
+          default), the helper of the rootless network namespace (one pasta, else slirp4netns, for all
+          the user's bridge containers; its pid in RUNROOT/net/rootless-netns/state.json)
+  podman  per container: ``conmon``, slirp4netns, ``rootlessport`` and ``rootlessport-child`` (with
+          --publish); shared per user: the pause process (``catatonit -P``)
 
 A process belongs to a container when it is the parent of the container's process (monitor, conmon),
 when its command line names the container's ID or its network namespace path (helpers), when it is in
 the container's network namespace without being its descendant (port relays), or when the tool
-recorded it (rl's container.json and network.json, podman's State.ConmonPid); children of such a
-process belong to it too. The pause process is one per user, shared by all containers: it is reported
-apart. Every tool process carries a marker in its environment, so anything left running that none of
-these rules claims is listed as unattributed.
+recorded it (rl's container.json and network.json, podman's State.ConmonPid: the only link between a
+bridge container and its port relay, which runs in the rootless netns); children of such a process
+belong to it too. The shared processes are left out of every container and reported once. Every tool
+process carries a marker in its environment, so anything left running that none of these rules claims
+is listed as unattributed.
 
 Memory per process from /proc/PID/smaps_rollup: RSS, PSS, USS (Private_Clean + Private_Dirty), summed
-over a container's processes; medians over the N containers. A process whose smaps_rollup is unreadable
-(e.g. pasta in a user namespace of its own, not the case for the helpers rl and podman start) is read
-from /proc/PID/status: VmRSS, with RssAnon standing in for PSS and USS (marked ~). The containers of
-one tool and mode run alone, so the PSS shares pages among N copies of the same programs. Target (issue
-#5): at most 12 MB per idle rl container.
+over a container's processes; medians over the N containers. Two figures per container: the marginal
+cost (its own processes: what one more container adds) and the amortised cost (marginal + the shared
+processes its batch uses divided by the batch's N containers). A process whose smaps_rollup is
+unreadable (e.g. pasta in a user namespace of its own, not the case for the helpers rl and podman start)
+is read from /proc/PID/status: VmRSS, with RssAnon standing in for PSS and USS (marked ~). The containers
+of one tool and mode run alone, so the PSS shares pages among N copies of the same programs: rl's
+rootless-netns helper is stopped after each batch (``rl network prune -f``) when this benchmark started
+it (it carries the marker; a helper that does not is left alone), as podman's and rl's pause processes
+are at the end. Target (issue #5): at most 12 MB per idle rl container.
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ MARK = "IDLE_MEMORY_BENCH"
 TARGET_MB = 12.0
 SUPERVISORS = {"rl": "rl-monitor", "podman": "conmon"}
 PASTA_NAMES = ("pasta", "passt", "pasta.avx2", "passt.avx2")
+HELPERS = ("pasta", "slirp4netns")
 HOST_NETNS = os.readlink("/proc/self/ns/net")
 
 
@@ -99,14 +109,33 @@ class Container:
 
 
 @dataclass
+class Shared:
+    """A process one per user, shared by the containers: the pause process, rl's rootless-netns helper."""
+
+    role: str  # "pause process", "rootless-netns helper"
+    kind: str
+    pid: int
+    mem: Mem
+    used: bool  # the batch's containers need it (counted in their amortised cost)
+
+
+@dataclass
 class Batch:
     tool: str
     network: str
+    mode: str = ""  # what the containers got: HostConfig.NetworkMode, rl's network.json driver
     containers: list[Container] = field(default_factory=list)
-    pause: tuple[str, int, Mem] | None = None
+    shared: list[Shared] = field(default_factory=list)
     unattributed: list[tuple[str, int, Mem]] = field(default_factory=list)
     error: str = ""
     notes: list[str] = field(default_factory=list)
+
+    def amortised(self) -> Mem:
+        """The shared processes the batch uses, divided among its containers (KiB per container)."""
+        used = [s.mem for s in self.shared if s.used]
+        n = max(len(self.containers), 1)
+        return Mem(sum(m.rss for m in used) // n, sum(m.pss for m in used) // n, sum(m.uss for m in used) // n,
+                   all(m.exact for m in used))
 
 
 # ---------------------------------------------------------------- /proc
@@ -191,6 +220,56 @@ def descendants(roots: set[int], procs: dict[int, Proc]) -> set[int]:
 # ---------------------------------------------------------------- attribution
 
 
+def netns_dir(runroot: Path) -> Path:
+    """rl's rootless netns directory for ``runroot`` (rl's own rule, which moves it under $TMPDIR when
+    the runtime path is too long for the helper's sockets)."""
+    from rootless.engine.env import EngineEnv
+    from rootless.engine.network import net_run_dir
+
+    return net_run_dir(EngineEnv(storage=runroot, runroot=runroot), "rootless-netns")
+
+
+def netns_helper_pid(tool: Rl | Podman, procs: dict[int, Proc]) -> int | None:
+    """The pid of rl's rootless-netns helper (pasta or slirp4netns, one per user for every container on
+    the bridge network), as rl recorded it in state.json or the helper's pid file, checked against its
+    command line (it names the rootless netns file); None for podman or when none runs."""
+    if not isinstance(tool, Rl):
+        return None
+    run_dir = netns_dir(tool.runroot)
+    ns_file = str(run_dir / "netns")
+    candidates = []
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        candidates.append(int(json.loads((run_dir / "state.json").read_text())["helper_pid"] or 0))
+    for name in ("pasta.pid", "slirp4netns.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            candidates.append(int((run_dir / name).read_text().strip()))
+    found = [p.pid for p in procs.values() if p.kind in HELPERS and ns_file in p.argv]
+    return next((pid for pid in candidates if pid in found), found[0] if found else None)
+
+
+def uses_rootless_netns(tool: Rl | Podman, root: Path, cid: str) -> bool:
+    """Whether rl put the container on a bridge in the rootless netns (the default network, user-defined
+    networks): its records say so."""
+    if not isinstance(tool, Rl):
+        return False
+    try:
+        net = json.loads((root / "containers" / cid / "network.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return net.get("driver") == "bridge" or bool(net.get("networks"))
+
+
+def network_mode(tool: Rl | Podman, root: Path, doc: dict[str, Any]) -> str:
+    """What a container's network is, as the tool recorded it."""
+    mode = str((doc.get("HostConfig") or {}).get("NetworkMode") or "")
+    if isinstance(tool, Rl):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            driver = json.loads((root / "containers" / doc["Id"] / "network.json").read_text()).get("driver")
+            if driver and driver != mode:
+                mode = f"{mode} ({driver})" if mode else str(driver)
+    return mode
+
+
 def recorded_pids(tool: Rl | Podman, root: Path, doc: dict[str, Any]) -> set[int]:
     """The processes the tool itself recorded for a container (besides the container's)."""
     if tool.name == "podman":
@@ -207,8 +286,12 @@ def recorded_pids(tool: Rl | Podman, root: Path, doc: dict[str, Any]) -> set[int
 
 def attribute(tool: Rl | Podman, root: Path, docs: list[dict[str, Any]], procs: dict[int, Proc],
               shared: set[int], batch: Batch) -> None:
-    """Fill ``batch.containers`` with each container's processes besides its workload."""
+    """Fill ``batch.containers`` with each container's processes besides its workload (``shared``: the
+    per-user processes, left out)."""
     workload = descendants({int(d["State"]["Pid"]) for d in docs}, procs)
+    # rl's port relay of a bridge container runs in the rootless netns and its command line names only
+    # that netns: the records are the only link to its container, as expected
+    rootless_ns = str(netns_dir(tool.runroot) / "netns") if isinstance(tool, Rl) else ""
     claimed: set[int] = set()
     for doc in docs:
         cid, pid = doc["Id"], int(doc["State"]["Pid"])
@@ -226,10 +309,11 @@ def attribute(tool: Rl | Podman, root: Path, docs: list[dict[str, Any]], procs: 
             line = " ".join(p.argv)
             if cid[:12] in line or (sandbox and sandbox in line) or (netns and p.netns == netns):
                 mine.add(p.pid)
-        recorded = recorded_pids(tool, root, doc) & set(procs)
-        if recorded - mine:
+        recorded = (recorded_pids(tool, root, doc) & set(procs)) - shared
+        unexpected = [r for r in recorded - mine if not (rootless_ns and rootless_ns in " ".join(procs[r].argv))]
+        if unexpected:
             batch.notes.append(f"{cid[:12]}: recorded by {tool.name} but found only from its records: "
-                               + ", ".join(f"{procs[r].kind} {r}" for r in sorted(recorded - mine)))
+                               + ", ".join(f"{procs[r].kind} {r}" for r in sorted(unexpected)))
         mine = descendants(mine | recorded, procs) - workload - shared
         supervisor = procs.get(procs[pid].ppid)
         if supervisor is None or supervisor.kind != SUPERVISORS[tool.name]:
@@ -293,10 +377,18 @@ def measure(tool: Rl | Podman, root: Path, image: str, network: str, n: int, pub
         docs = tool.inspect(root, *ids)
         procs = processes(token)
         pause_pid = tool.pause_pid()
-        shared = {pause_pid} if pause_pid else set()
-        attribute(tool, root, docs, procs, shared, batch)
+        helper_pid = netns_helper_pid(tool, procs)
+        helper = descendants({helper_pid}, procs) if helper_pid else set()
+        attribute(tool, root, docs, procs, ({pause_pid} if pause_pid else set()) | helper, batch)
+        batch.mode = ", ".join(dict.fromkeys(network_mode(tool, root, d) for d in docs))
         if pause_pid and pause_pid in procs and (mem := memory(pause_pid)) is not None:
-            batch.pause = (procs[pause_pid].kind, pause_pid, mem)
+            batch.shared.append(Shared("pause process", procs[pause_pid].kind, pause_pid, mem, True))
+        if helper_pid:
+            mems = [m for m in map(memory, sorted(helper)) if m is not None]
+            used = any(uses_rootless_netns(tool, root, d["Id"]) for d in docs)
+            batch.shared.append(Shared("rootless-netns helper", procs[helper_pid].kind, helper_pid,
+                                       Mem(sum(m.rss for m in mems), sum(m.pss for m in mems),
+                                           sum(m.uss for m in mems), all(m.exact for m in mems)), used))
     except RuntimeError as e:
         batch.error = str(e).splitlines()[-1]
     finally:
@@ -309,7 +401,28 @@ def measure(tool: Rl | Podman, root: Path, image: str, network: str, n: int, pub
             left = wait_gone(left, 5.0)
             if left:
                 batch.notes.append(f"still running 5 s after rm -f: {sorted(left)}")
+        if note := stop_netns_helper(tool, root, token):
+            batch.notes.append(note)
     return batch
+
+
+def stop_netns_helper(tool: Rl | Podman, root: Path, token: str) -> str:
+    """Stop rl's rootless-netns helper if this benchmark started it (it carries the marker), with ``rl
+    network prune -f`` (which stops the rootless netns once no container is attached to it); a note when
+    one was left running or had to be killed."""
+    procs = processes(token)
+    pid = netns_helper_pid(tool, procs)
+    if pid is None:
+        return ""
+    if not procs[pid].marked:
+        return f"rootless-netns helper {procs[pid].kind} {pid} not started by this benchmark: left running"
+    subprocess.run(tool.argv(root, "network", "prune", "-f"), env=tool.env, capture_output=True, check=False)
+    if not wait_gone({pid}, 5.0):
+        return ""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    wait_gone({pid}, 5.0)
+    return f"rootless-netns helper {procs[pid].kind} {pid} still running after `rl network prune -f`: killed"
 
 
 def stop_pause(tool: Rl | Podman, token: str) -> None:
@@ -330,6 +443,8 @@ def cleanup(tool: Rl | Podman, root: Path, token: str) -> None:
         stop_pause(tool, token)  # its mount namespace holds the store's overlay mount: a fresh one can remove it
     else:
         subprocess.run(tool.argv(root, "rm", "-af"), env=tool.env, capture_output=True, check=False)
+        if note := stop_netns_helper(tool, root, token):  # it would keep rl's user namespace alive
+            print(f"\nclean-up: {note}")
     with contextlib.suppress(subprocess.CalledProcessError):
         if root.exists():
             tool.remove(root)
@@ -346,6 +461,15 @@ def mb(kib: float) -> str:
 def triple(mem: Mem) -> str:
     mark = "" if mem.exact else "~"
     return f"{mb(mem.rss)}/{mark}{mb(mem.pss)}/{mark}{mb(mem.uss)}"
+
+
+def cells(mem: Mem) -> str:
+    mark = "" if mem.exact else "~"
+    return f"{mb(mem.rss)} | {mark}{mb(mem.pss)} | {mark}{mb(mem.uss)}"
+
+
+def plus(a: Mem, b: Mem) -> Mem:
+    return Mem(a.rss + b.rss, a.pss + b.pss, a.uss + b.uss, a.exact and b.exact)
 
 
 def median_mem(mems: list[Mem]) -> Mem:
@@ -372,69 +496,90 @@ def per_kind(batch: Batch, kind: str) -> Mem:
     return median_mem(sums)
 
 
+def label(batch: Batch) -> str:
+    """The network as asked, and what the containers got when that says more (``default (bridge)``)."""
+    asked = batch.network.removesuffix(" -p")
+    return batch.network + (f" ({batch.mode})" if batch.mode and batch.mode != asked else "")
+
+
 def print_batch(batch: Batch) -> None:
-    print(f"\n{batch.tool}, network {batch.network}: {len(batch.containers)} idle containers "
-          "(RSS/PSS/USS, MB)")
+    n = len(batch.containers)
+    print(f"\n{batch.tool}, network {label(batch)}: {n} idle containers (RSS/PSS/USS, MB)")
     if batch.error:
         print(f"  not measured: {batch.error}")
     for c in batch.containers:
         parts = " + ".join(f"{kind} {pid} {triple(m)}" for kind, pid, m in c.members) or "nothing"
         print(f"  {c.id[:12]}  {parts}  = {triple(c.total())}")
-    if batch.pause:
-        kind, pid, mem = batch.pause
-        print(f"  shared pause process: {kind} {pid} {triple(mem)}")
+    for s in batch.shared:
+        used = "shared per user" if s.used else "shared per user, not used by these containers"
+        print(f"  {used}: {s.role} {s.kind} {s.pid} {triple(s.mem)}")
+    if batch.containers:
+        marginal = median_mem([c.total() for c in batch.containers])
+        print(f"  per container, medians: marginal {triple(marginal)}, with the shared processes / {n} "
+              f"{triple(plus(marginal, batch.amortised()))}")
     for kind, pid, mem in batch.unattributed:
         print(f"  unattributed (left by the tool, no container claims it): {kind} {pid} {triple(mem)}")
     for note in batch.notes:
         print(f"  note: {note}")
-    for kind, pid, _ in [m for c in batch.containers for m in c.members if not m[2].exact]:
+    unreadable = [(m[0], m[1]) for c in batch.containers for m in c.members if not m[2].exact]
+    unreadable += [(s.kind, s.pid) for s in batch.shared if not s.mem.exact]
+    for kind, pid in unreadable:
         print(f"  note: /proc/{pid}/smaps_rollup ({kind}) is unreadable for this user (the process is not "
               "dumpable or in a user namespace it owns): RSS from /proc/PID/status, PSS and USS shown as its "
               "RssAnon; root can read the exact values")
 
 
 def print_summary(batches: list[Batch], n: int) -> None:
-    print(f"\nPer idle container besides its workload, median of {n} (MB; ~: PSS/USS from RssAnon)\n")
-    print("| tool | network | processes | RSS | PSS | USS |")
-    print("|---|---|---|---:|---:|---:|")
+    print(f"\nPer idle container besides its workload, median of {n} (MB; ~: PSS/USS from RssAnon). Marginal: "
+          "the container's own processes, what one more container adds; amortised: marginal + the shared "
+          "per-user processes its batch uses, divided by the batch's containers\n")
+    print("| tool | network | per container | shared per user | marginal RSS | PSS | USS "
+          "| amortised RSS | PSS | USS |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     for b in batches:
         if not b.containers:
-            print(f"| {b.tool} | {b.network} | not measured: {b.error or 'no container'} | | | |")
+            print(f"| {b.tool} | {label(b)} | not measured: {b.error or 'no container'} | | | | | | | |")
             continue
         total = median_mem([c.total() for c in b.containers])
-        mark = "" if total.exact else "~"
-        print(f"| {b.tool} | {b.network} | {' + '.join(kinds_of(b))} | {mb(total.rss)} | {mark}{mb(total.pss)} "
-              f"| {mark}{mb(total.uss)} |")
+        shared = " + ".join(s.kind for s in b.shared if s.used) or "-"
+        print(f"| {b.tool} | {label(b)} | {' + '.join(kinds_of(b)) or '-'} | {shared} | {cells(total)} "
+              f"| {cells(plus(total, b.amortised()))} |")
     print("\nBy process, median per container (MB)\n")
     print("| tool | network | process | RSS | PSS | USS |")
     print("|---|---|---|---:|---:|---:|")
     for b in batches:
         for kind in kinds_of(b):
-            m = per_kind(b, kind)
-            mark = "" if m.exact else "~"
-            print(f"| {b.tool} | {b.network} | {kind} | {mb(m.rss)} | {mark}{mb(m.pss)} | {mark}{mb(m.uss)} |")
-    print("\nShared per-user pause process, once per user (MB, median over the batches)\n")
-    print("| tool | process | RSS | PSS | USS |")
-    print("|---|---|---:|---:|---:|")
-    for tool in dict.fromkeys(b.tool for b in batches):
-        pauses = [b.pause for b in batches if b.tool == tool and b.pause]
-        if pauses:
-            m = median_mem([p[2] for p in pauses])
-            print(f"| {tool} | {pauses[0][0]} | {mb(m.rss)} | {mb(m.pss)} | {mb(m.uss)} |")
-    print(f"\nrl, at most {TARGET_MB:.0f} MB per idle container:")
+            print(f"| {b.tool} | {b.network} | {kind} | {cells(per_kind(b, kind))} |")
+    print("\nShared per-user processes, once per user (MB, median over the batches that use them)\n")
+    print("| tool | process | role | used by | RSS | PSS | USS |")
+    print("|---|---|---|---|---:|---:|---:|")
+    groups: dict[tuple[str, str, str], list[tuple[Batch, Shared]]] = {}
+    for b in batches:
+        for s in b.shared:
+            if s.used:
+                groups.setdefault((b.tool, s.role, s.kind), []).append((b, s))
+    for (tool, role, kind), found in groups.items():
+        users = ", ".join(b.network for b, _ in found)
+        print(f"| {tool} | {kind} | {role} | {users} | {cells(median_mem([s.mem for _, s in found]))} |")
+    print(f"\nrl, at most {TARGET_MB:.0f} MB per idle container (marginal; amortised over {n}):")
     for b in batches:
         if b.tool == "rl" and b.containers:
             total = median_mem([c.total() for c in b.containers])
-            pss, rss = total.pss / 1024, total.rss / 1024
-            print(f"  {b.network:16} by PSS {pss:5.1f} MB {'yes' if pss <= TARGET_MB else 'NO '}   "
-                  f"by RSS {rss:5.1f} MB {'yes' if rss <= TARGET_MB else 'NO'}")
+            figures = []
+            for name, mem in (("marginal", total), ("amortised", plus(total, b.amortised()))):
+                pss, rss = mem.pss / 1024, mem.rss / 1024
+                figures.append(f"{name} by PSS {pss:5.1f} MB {'yes' if pss <= TARGET_MB else 'NO '} "
+                               f"by RSS {rss:5.1f} MB {'yes' if rss <= TARGET_MB else 'NO '}")
+            print((f"  {b.network:16} " + "   ".join(figures)).rstrip())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=5, help="containers per tool and network (default 5)")
-    parser.add_argument("--networks", default="default,none,slirp4netns",
-                        help="comma-separated: default (each tool's own), none, slirp4netns, pasta")
+    parser.add_argument("--networks", default="default,pasta,slirp4netns,none",
+                        help="comma-separated: default (each tool's own: rl's bridge network, whose rootless "
+                             "netns has one helper per user), pasta, slirp4netns (a helper per container), none; "
+                             "any other --network value is passed as it is")
     parser.add_argument("--publish", action="store_true", help="publish one port per container (-p), but with none")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds of idleness before measuring")
     parser.add_argument("--no-podman", action="store_true")
