@@ -42,19 +42,28 @@ def choose_driver(env: EngineEnv, opts: RunOptions) -> Any:
     mode, mode_options = parse_mode(mode)
     handler = {"port_handler": mode_options.get("port_handler", env.port_handler)}
     if mode in ("", "default", "private", "bridge"):
-        from rootless.network.bridge import BridgeDriver
+        from rootless.network.bridge import BridgeDriver, nft_binary
 
         shared = rootless_netns(env)
-        if not shared.is_up():  # its helper starts with the first container: pasta, else slirp4netns
-            try:
-                get_driver("", **handler)
-            except HostError as e:
-                if not env.fallback_to_host or opts.publish or opts.publish_all:
-                    raise
-                warn_once(env, "network-fallback",
-                          f"{e.message}: containers use the host's network instead "
-                          "(set network.fallback_to_host = false to make this an error)")
-                return get_driver("host")
+        if shared.is_up():
+            return BridgeDriver(shared, [network_store(env).default()])
+        try:  # the shared helper starts with the first container: pasta, else slirp4netns
+            helper = get_driver("", **handler)
+        except HostError as e:
+            if not env.fallback_to_host or opts.publish or opts.publish_all:
+                raise
+            warn_once(env, "network-fallback",
+                      f"{e.message}: containers use the host's network instead "
+                      "(set network.fallback_to_host = false to make this an error)")
+            return get_driver("host")
+        if nft_binary() is None:
+            if mode == "bridge":
+                raise HostError("cannot use the bridge network: nft is not installed (it does the bridge's NAT)",
+                                "ask the admin to install nftables, or use --network pasta")
+            warn_once(env, "network-no-nft",
+                      f"nft is not installed, which the default network needs for its NAT: each container "
+                      f"gets a {helper.name} of its own instead (ask the admin to install nftables)")
+            return helper
         return BridgeDriver(shared, [network_store(env).default()])
     if mode not in DRIVER_NAMES:
         from rootless.network.bridge import BridgeDriver

@@ -89,6 +89,11 @@ def nft_ruleset(records: Sequence[NetworkRecord], uplink: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def nft_binary() -> str | None:
+    """nft, which sets up NAT and isolation in the rootless netns (also outside a user's PATH)."""
+    return which("nft") or next((p for p in ("/usr/sbin/nft", "/sbin/nft") if os.access(p, os.X_OK)), None)
+
+
 # ---------------------------------------------------------------- work done inside namespaces
 
 
@@ -112,7 +117,7 @@ def _sync_links(records: list[dict[str, Any]], remove: list[str], ruleset: str) 
             if r["gateway"] not in have:
                 ipr.addr("add", index=idx, address=r["gateway"], prefixlen=int(r["subnet"].split("/")[1]))
             ipr.link("set", index=idx, state="up")
-    nft = which("nft") or next((p for p in ("/usr/sbin/nft", "/sbin/nft") if os.access(p, os.X_OK)), None)
+    nft = nft_binary()
     if nft is None:
         return {"nft": "nft is not installed"}
     run = subprocess.run([nft, "-f", "-"], input=ruleset, capture_output=True, text=True, timeout=20)

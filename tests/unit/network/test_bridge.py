@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rootless.errors import UsageError
@@ -66,3 +68,46 @@ def test_container_network_copies_files_and_refuses_ports() -> None:
     assert state.helper_pid == 0 and state.netns == NetNS("/run/x/netns")
     with pytest.raises(UsageError, match="cannot publish ports"):
         driver.setup(None, NetworkOptions(ports=[PortMapping(80, 8080)]))
+
+
+class _Helper:
+    name = "pasta"
+
+
+@pytest.mark.parametrize(("nft", "network", "expect"), [
+    ("/usr/sbin/nft", "", "bridge"),
+    ("/usr/sbin/nft", "bridge", "bridge"),
+    (None, "", "pasta"),
+    (None, "bridge", "error"),
+])
+def test_default_network_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+                                nft: str | None, network: str, expect: str) -> None:
+    """No --network (or --network bridge): the default network when nft can do its NAT; without nft
+    the default falls back to a helper of the container's own with one warning, and an explicit
+    --network bridge is refused with the admin's fix."""
+    from rootless.engine import network as glue
+    from rootless.engine.env import EngineEnv
+    from rootless.engine.runopts import RunOptions
+    from rootless.errors import HostError
+    from rootless.network import bridge
+
+    monkeypatch.setattr(bridge, "nft_binary", lambda: nft)
+    monkeypatch.setattr(bridge.RootlessNetns, "is_up", lambda self: False)
+    monkeypatch.setattr("rootless.network.driver.default_driver", lambda **kw: _Helper())
+    env = EngineEnv(storage=tmp_path / "store", runroot=tmp_path / "run")
+    env.runroot.mkdir()
+    opts = RunOptions(image="busybox", network=network)
+    if expect == "error":
+        with pytest.raises(HostError, match="nft is not installed") as e:
+            glue.choose_driver(env, opts)
+        assert "install nftables" in (e.value.hint or "")
+        return
+    driver = glue.choose_driver(env, opts)
+    if expect == "bridge":
+        assert isinstance(driver, BridgeDriver) and driver.name == "bridge"
+        assert [r.subnet for r in driver.networks] == ["10.88.0.0/16"]
+    else:
+        assert isinstance(driver, _Helper)
+        glue.choose_driver(env, opts)  # the warning is given once
+        warnings = [r.getMessage() for r in caplog.records if "nft is not installed" in r.getMessage()]
+        assert len(warnings) == 1 and "a pasta of its own" in warnings[0]
