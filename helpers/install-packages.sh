@@ -7,8 +7,8 @@ usage() {
 Usage: sudo helpers/install-packages.sh [--with-demo-tools | --with-test-tools] [--no-update]
 
 Installs the host packages rl relies on:
-  Debian/Ubuntu (apt): uidmap passt slirp4netns fuse-overlayfs fuse3
-  RHEL/Fedora   (dnf): shadow-utils passt slirp4netns fuse-overlayfs fuse3
+  Debian/Ubuntu (apt): uidmap passt slirp4netns nftables fuse-overlayfs fuse3
+  RHEL/Fedora   (dnf): shadow-utils passt slirp4netns nftables fuse-overlayfs fuse3
 
 Options:
   --with-demo-tools  Also install what ci/try.sh needs to show rl working:
@@ -44,11 +44,11 @@ if [[ "$(id -u)" -ne 0 ]]; then
     exit 1
 fi
 
-apt_base=(uidmap passt slirp4netns fuse-overlayfs fuse3)
+apt_base=(uidmap passt slirp4netns nftables fuse-overlayfs fuse3)
 apt_demo=(docker-registry busybox-static zstd python3-venv ca-certificates)
 apt_test=(docker-registry busybox-static debootstrap zstd apache2-utils openssl bindfs tmux iperf3
     podman runc python3-venv ca-certificates)
-dnf_base=(shadow-utils passt slirp4netns fuse-overlayfs fuse3)
+dnf_base=(shadow-utils passt slirp4netns nftables fuse-overlayfs fuse3)
 
 # Stop the system-wide registry service that Debian's docker-registry package starts
 # on install: the tests run their own registry as an unprivileged user.
