@@ -371,7 +371,7 @@ def _bridge_teardown(env: EngineEnv, state: Any) -> None:
     get_driver(state.driver).teardown(state)  # pasta or slirp4netns, plus networks connected later
     helper = rootless_netns(env)
     if helper.is_up():
-        disconnect(helper, [e["Veth"] for e in state.networks.values() if e.get("Veth")])
+        disconnect(helper, list(state.networks.values()), wait=False)
 
 
 # ---------------------------------------------------------------- rl network connect / disconnect
@@ -430,7 +430,7 @@ def disconnect(env: EngineEnv, network: str, ref: str) -> None:
         entry = state.networks.pop(net.name)
         helper = rootless_netns(env)
         if helper.is_up():
-            bridge.disconnect(helper, [entry["Veth"]])
+            bridge.disconnect(helper, [entry])
         _save(env, record.id, state, files=False)
         refresh_hosts(env)
         if not state.networks:  # its own line stays; the peers' lines about it are gone

@@ -112,6 +112,27 @@ def in_netns(ns: NetNS, fn: Callable[[], Any], what: str = "configure the networ
     return result["ok"]
 
 
+def run_detached(ns: NetNS, fn: Callable[[], Any]) -> None:
+    """Run ``fn`` in ``ns`` in a grandchild nobody waits for (best effort: its errors are dropped)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            if os.fork() == 0:
+                try:
+                    os.setsid()
+                    null = os.open(os.devnull, os.O_RDWR)
+                    for target in (0, 1, 2):
+                        os.dup2(null, target)
+                    os.closerange(3, 65536)  # no caller's pipe kept open, no caller's lock kept held
+                    _enter(ns)
+                    fn()
+                finally:
+                    os._exit(0)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
 # ---------------------------------------------------------------- ioctl helpers (run inside the netns)
 
 

@@ -122,10 +122,11 @@ class Netlink:
         body += _attr(IFLA_LINKINFO | NLA_F_NESTED, info)
         self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body)
 
-    def delete_link(self, name: str) -> bool:
-        """Delete link ``name``; False when there is none."""
+    def delete_link(self, name: str = "", index: int = 0) -> bool:
+        """Delete link ``index`` (else the one called ``name``); False when there is none. An index
+        names one link for good (the kernel does not hand it out again soon), a name does not."""
         try:
-            self.request(RTM_DELLINK, 0, _ifinfo() + _name(IFLA_IFNAME, name))
+            self.request(RTM_DELLINK, 0, _ifinfo(index) if index else _ifinfo() + _name(IFLA_IFNAME, name))
         except OSError as e:
             if e.errno in (19, 2):  # ENODEV, ENOENT
                 return False
