@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`run --rm --network none busybox true`: rl against podman, side by side.
 
-    RL_TEST_REGISTRY=127.0.0.1:5000 python bench/run.py [-n 20]
+    RL_TEST_REGISTRY=127.0.0.1:5000 python bench/run.py [-n 20] [--network none|default|MODE]
 
 Run as the unprivileged test user from the checkout root with the fixture images pushed to the
 registry (``python -m tests.fixtures push ADDR``). The image is pulled once into each tool's store
@@ -27,7 +27,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20, help="runs per tool (default 20)")
     parser.add_argument("--registry", default=os.environ.get("RL_TEST_REGISTRY", ""))
+    parser.add_argument("--network", default="none",
+                        help="none (the default, issue #4's measure), default (each tool's own default) or a mode")
     args = parser.parse_args()
+    net = [] if args.network == "default" else ["--network", args.network]
     if not args.registry:
         sys.exit("set RL_TEST_REGISTRY=host:port (or --registry)")
     image = f"{args.registry}/rltest/busybox:latest"
@@ -43,10 +46,10 @@ def main() -> int:
         try:
             for tool in tools:
                 tool.pull(work / tool.name, image)
-                tool.run(work / tool.name, "--rm", "--network", "none", image, "true")
+                tool.run(work / tool.name, "--rm", *net, image, "true")
             for _ in range(args.n):
                 for tool in tools:
-                    times[tool.name].append(tool.run(work / tool.name, "--rm", "--network", "none", image, "true"))
+                    times[tool.name].append(tool.run(work / tool.name, "--rm", *net, image, "true"))
         finally:
             for tool in tools:
                 tool.remove(work / tool.name)

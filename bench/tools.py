@@ -93,10 +93,10 @@ class Rl(_Tool):
         subprocess.run([sys.executable, "-c", code], env=self.env, check=True)
 
     def close(self) -> None:
-        sys.path.insert(0, str(ROOT))
-        from rootless.runtime import pause
-
-        pause.migrate(self.runroot)
+        """``rl system migrate``: stops the rootless netns' shared helper (the default network's pasta)
+        and the pause process of this runroot."""
+        subprocess.run(self.argv(self.work / "rl", "system", "migrate"), env=self.env, capture_output=True,
+                       check=False)
 
 
 class Podman(_Tool):
