@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -316,18 +317,25 @@ def test_default_network_is_one_shared_helper(rl: RunRl, rl_env: dict[str, str],
     info = json.loads(rl("network", "inspect", "bridge").out)[0]
     assert sorted(c["Name"] for c in info["Containers"].values()) == ["first", "second"]
 
+    received: list[bytes] = []
+
+    def serve(server: socket.socket) -> None:
+        conn, _ = server.accept()
+        with conn:
+            received.append(conn.recv(16))  # then close: nc ends
+
     with socket.socket() as server:  # a server on the host's loopback
         server.bind(("127.0.0.1", 0))
         server.listen()
         port = server.getsockname()[1]
+        thread = threading.Thread(target=serve, args=(server,), daemon=True)
+        thread.start()
         out = rl("exec", "second", "sh", "-c",
                  f"ping -c1 -W2 {settings['IPAddress']} >/dev/null && echo by-address; "
                  "grep -c first /etc/hosts; "
                  f"echo hi | nc host.containers.internal {port} && echo host-ok", rc=None).lines
-        assert out == ["by-address", "0", "host-ok"]
-        conn, _ = server.accept()
-        with conn:
-            assert conn.recv(16) == b"hi\n"
+        thread.join(10)
+    assert out == ["by-address", "0", "host-ok"] and received == [b"hi\n"]
 
     err = rl("network", "rm", "bridge", rc=125).err
     assert err.count("\n") == 1 and "bridge is a pre-defined network and cannot be removed" in err
@@ -336,3 +344,17 @@ def test_default_network_is_one_shared_helper(rl: RunRl, rl_env: dict[str, str],
     assert rl("network", "prune", "-f").out == ""
     assert _helpers(rl_env, shared=True) == []
     assert rl("network", "ls", "--format", "{{.Name}} {{.Driver}}").lines == ["bridge bridge"]
+
+
+def test_restart_on_the_default_network_keeps_a_working_link(rl: RunRl, fixture_images: dict[str, Any]) -> None:
+    """A restart makes a veth pair of the same name while the old one's deletion may still be under
+    way: the new link must survive it (the old one is deleted by its interface index)."""
+    busybox = ref(fixture_images, "busybox")
+    rl("run", "-d", "-q", "--name", "again", busybox, "sleep", "60")
+    for _ in range(3):
+        rl("restart", "-t", "0", "again")
+    address = rl("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "again").out.strip()
+    time.sleep(0.5)  # any deletion left behind has run by now
+    out = rl("run", "--rm", busybox, "sh", "-c", f"ping -c1 -W2 {address} >/dev/null && echo reached").lines
+    assert out == ["reached"]
+    rl("rm", "-f", "again")
