@@ -26,7 +26,7 @@ def user_name(uid: int) -> str:
         return os.environ.get("USER", str(uid))
 
 
-def gather(dirs: Dirs, configured_driver: str) -> dict[str, Any]:
+def gather(dirs: Dirs, configured_driver: str, network_default: str = "") -> dict[str, Any]:
     uid, gid = os.getuid(), os.getgid()
     name = user_name(uid)
     helpers: dict[str, Any] = {}
@@ -36,6 +36,11 @@ def gather(dirs: Dirs, configured_driver: str) -> dict[str, Any]:
     for tool in OPTIONAL_HELPERS:
         path = which(tool)
         helpers[tool] = {"path": path, "usable": path is not None, "problem": None if path else "not installed"}
+    from rootless.network.bridge import nft_binary
+
+    nft = nft_binary()
+    helpers["nft"] = {"path": nft, "usable": nft is not None,
+                      "problem": None if nft else "not installed: the default network gives each container a pasta"}
     candidates = select.candidates(store=dirs.storage)
     try:
         driver = select.choose(configured_driver, store=dirs.storage)
@@ -75,6 +80,25 @@ def gather(dirs: Dirs, configured_driver: str) -> dict[str, Any]:
         "cgroups": cgroups_facts(),
         "helpers": helpers,
         "userNamespace": namespace,
+        "network": network_facts(dirs, network_default),
+    }
+
+
+def network_facts(dirs: Dirs, network_default: str) -> dict[str, Any]:
+    """The default network and the state of the per-user rootless netns that serves it."""
+    from rootless.engine.env import EngineEnv
+    from rootless.engine.network import rootless_netns
+    from rootless.network.driver import alive
+
+    # Its netns file is mounted inside the user namespace, which rl info does not enter: the
+    # helper's life tells whether it runs.
+    state = rootless_netns(EngineEnv(storage=dirs.storage, runroot=dirs.runroot)).helper_state()
+    if state is not None and not alive(state.helper_pid, state.helper_start_time):
+        state = None
+    return {
+        "default": network_default or "bridge",
+        "rootlessNetns": {"running": state is not None, "helper": state.driver if state else "",
+                          "helperPid": state.helper_pid if state else 0},
     }
 
 

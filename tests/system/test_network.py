@@ -309,6 +309,9 @@ def test_default_network_is_one_shared_helper(rl: RunRl, rl_env: dict[str, str],
     assert _helpers(rl_env) == []
     shared = _helpers(rl_env, shared=True)
     assert len(shared) == 1 and "/rootless-netns/" in shared[0]
+    facts = json.loads(rl("info", "--format", "json").out)["network"]
+    assert facts["default"] == "bridge" and facts["rootlessNetns"]["running"]
+    assert facts["rootlessNetns"]["helper"] in ("pasta", "slirp4netns") and facts["rootlessNetns"]["helperPid"] > 0
     first = json.loads(rl("inspect", "first").out)[0]
     assert first["HostConfig"]["NetworkMode"] == "bridge"
     settings = first["NetworkSettings"]
@@ -343,6 +346,7 @@ def test_default_network_is_one_shared_helper(rl: RunRl, rl_env: dict[str, str],
     assert len(_helpers(rl_env, shared=True)) == 1  # it outlives the containers, as the pause process does
     assert rl("network", "prune", "-f").out == ""
     assert _helpers(rl_env, shared=True) == []
+    assert not json.loads(rl("info", "--format", "json").out)["network"]["rootlessNetns"]["running"]
     assert rl("network", "ls", "--format", "{{.Name}} {{.Driver}}").lines == ["bridge bridge"]
 
 

@@ -11,7 +11,7 @@ from rootless.cli.context import AppContext, pass_app
 def info(app: AppContext, fmt: str) -> None:
     from rootless.engine import info as engine
 
-    data = engine.gather(app.dirs, app.settings["storage.driver"])
+    data = engine.gather(app.dirs, app.settings["storage.driver"], app.settings["network.default"])
     if fmt == "json":
         from rootless.cli.output import print_json
 
@@ -43,6 +43,11 @@ def info(app: AppContext, fmt: str) -> None:
         rows.append(("user namespace", f"pause process {ns['pausePid']}, uid map: {mode}"))
     else:
         rows.append(("user namespace", "not started (the first command that needs it starts it)"))
+    net = data["network"]
+    shared = net["rootlessNetns"]
+    rows.append(("default network", net["default"]))
+    rows.append(("rootless netns", f"{shared['helper']} {shared['helperPid']} (shared by the bridge networks)"
+                 if shared["running"] else "not started (the first container on a bridge network starts it)"))
     for name, h in data["helpers"].items():
         rows.append((f"helper {name}", h["path"] if h["usable"] else f"{h['path'] or '-'}: {h['problem']}"))
     width = max(len(r[0]) for r in rows)
