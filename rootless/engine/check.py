@@ -493,6 +493,8 @@ def tun_problem(path: str = "/dev/net/tun") -> str | None:
 
 
 def check_network(ctx: Context) -> Check:
+    from rootless.network.bridge import nft_binary
+
     title = "user-mode network"
     tools = {name: which(name) for name in ("pasta", "slirp4netns")}
     tun = tun_problem()
@@ -506,7 +508,7 @@ def check_network(ctx: Context) -> Check:
     if default in ("host", "none"):
         return Check("network", title, PASS, f"network.default = {default}: no helper needed")
     if installed and tun is None:
-        if default and default not in installed:
+        if default in tools and default not in installed:
             return Check(
                 "network",
                 title,
@@ -514,6 +516,14 @@ def check_network(ctx: Context) -> Check:
                 f"network.default = {default}, but {default} is not installed",
                 fix_tools + f", or set network.default to {installed[0]}",
             )
+        if default in ("", "bridge") and nft_binary() is None:
+            fix_nft = f"ask the admin to install nftables (apt-get install nftables, or sudo {HELPER_PACKAGES})"
+            if default:
+                return Check("network", title, FAIL, "network.default = bridge, but nft is not installed "
+                             "(it does the bridge network's NAT)", fix_nft)
+            return Check("network", title, WARN, f"{', '.join(installed)}; /dev/net/tun usable; nft is not "
+                         f"installed: each container gets a {installed[0]} of its own instead of sharing one on "
+                         "the default network (more memory per container)", fix_nft)
         return Check("network", title, PASS, f"{', '.join(installed)}; /dev/net/tun usable")
     why = tun if installed else "neither pasta nor slirp4netns is installed"
     fix = fix_tun if installed else fix_tools

@@ -111,3 +111,25 @@ def test_default_network_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         glue.choose_driver(env, opts)  # the warning is given once
         warnings = [r.getMessage() for r in caplog.records if "nft is not installed" in r.getMessage()]
         assert len(warnings) == 1 and "a pasta of its own" in warnings[0]
+
+
+@pytest.mark.parametrize(("default", "nft", "status", "words"), [
+    ("", "/usr/sbin/nft", "pass", "/dev/net/tun usable"),
+    ("", None, "warn", "gets a pasta of its own"),
+    ("bridge", None, "fail", "network.default = bridge, but nft is not installed"),
+    ("bridge", "/usr/sbin/nft", "pass", "/dev/net/tun usable"),
+    ("mynet", None, "pass", "/dev/net/tun usable"),  # a user-defined network is no helper to install
+])
+def test_system_check_network_and_nft(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default: str,
+                                      nft: str | None, status: str, words: str) -> None:
+    from rootless.engine import check
+    from rootless.network import bridge
+
+    monkeypatch.setattr(bridge, "nft_binary", lambda: nft)
+    monkeypatch.setattr(check, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(check, "tun_problem", lambda: None)
+    ctx = check.Context(settings={"network.default": default}, storage=tmp_path, runroot=tmp_path, runroot_reason="")
+    result = check.check_network(ctx)
+    assert result.status == status and words in result.detail, result
+    if status != "pass":
+        assert "install nftables" in (result.fix or "")
