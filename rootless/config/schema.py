@@ -48,7 +48,7 @@ SETTINGS: tuple[Setting, ...] = (
         "str",
         "",
         "network for containers without --network; empty: bridge (one shared pasta, else slirp4netns, else host)",
-        ("", "pasta", "slirp4netns", "host", "none"),
+        ("", "bridge", "pasta", "slirp4netns", "host", "none"),
     ),
     Setting(
         "network.fallback_to_host",

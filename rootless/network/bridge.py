@@ -132,7 +132,7 @@ def _connect(container_ns: str, bridge: str, veth: str, ifname: str, address: st
     import socket
 
     from rootless.network import rtnl
-    from rootless.network.netns import SIOCGIFHWADDR, _ioctl, lo_up
+    from rootless.network.netns import lo_up, mac_address
     from rootless.runtime.syscalls import CLONE_NEWNET, SYSCALLS
 
     fd = os.open(container_ns, os.O_RDONLY | os.O_CLOEXEC)
@@ -151,9 +151,7 @@ def _connect(container_ns: str, bridge: str, veth: str, ifname: str, address: st
         if default_route:
             nl.add_default_route(index, gateway)
     lo_up()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        hw = _ioctl(s, SIOCGIFHWADDR, ifname)[18:24]
-    return {"mac": ":".join(f"{b:02x}" for b in hw), "index": veth_index}
+    return {"mac": mac_address(ifname), "index": veth_index}
 
 
 def _disconnect(veths: list[tuple[str, int]]) -> None:

@@ -155,6 +155,11 @@ def lo_up() -> None:
     set_link_up("lo")
 
 
+def mac_address(name: str) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        return ":".join(f"{b:02x}" for b in _ioctl(s, SIOCGIFHWADDR, name)[18:24])
+
+
 @record
 class Interface:
     """What an interface inside the namespace looks like, for NetworkSettings."""
