@@ -608,7 +608,7 @@ def commit(env: EngineEnv, ref: str, name: str = "", *, changes: tuple[str, ...]
     from rootless.engine import limits as limits_glue
     from rootless.image import archive, compression
     from rootless.image import reference as refs
-    from rootless.image.store import ImageRecord, Store, now_iso
+    from rootless.image.store import Store, now_iso
 
     config_changes = images.parse_changes(changes)
     names = []
@@ -691,29 +691,9 @@ def commit(env: EngineEnv, ref: str, name: str = "", *, changes: tuple[str, ...]
         image_config.pop("author", None)
     if message:
         image_config["comment"] = message
-    raw_config = json.dumps(image_config, separators=(",", ":")).encode()
-    config_digest = store.put_blob(raw_config)
     desc = {"mediaType": compression.media_type_for(compression.GZIP), "digest": digest,
             "size": store.blob_size(digest)}
-    base_layers = [dict(layer) for layer in base.layers]
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": archive.OCI_MANIFEST,
-        "config": {"mediaType": archive.OCI_CONFIG, "digest": config_digest, "size": len(raw_config)},
-        "layers": [*base_layers, desc],
-    }, separators=(",", ":")).encode()
-    manifest_digest = store.put_blob(manifest)
-    new = ImageRecord(
-        id=config_digest,
-        manifest_digest=manifest_digest,
-        manifest_media_type=archive.OCI_MANIFEST,
-        config_digest=config_digest,
-        layers=[*base_layers, desc],
-        diff_ids=[*base.diff_ids, diff_id],
-        platform=archive.platform_of(image_config),
-        created=created,
-    )
-    return store.put_image(new, names)
+    return archive.store_image(store, image_config, [*(dict(layer) for layer in base.layers), desc], names)
 
 
 __all__ = ["Change", "commit", "container_root", "copy_from", "copy_to", "diff", "export", "split_container_path"]

@@ -560,8 +560,7 @@ class ImageEngine:
     def import_rootfs(self, source: BinaryIO, name: str | None = None, changes: Sequence[str] = (),
                       message: str = "") -> ImageRecord:
         """``rl import``: a rootfs tarball (plain, gzip or zstd) becomes a one-layer image."""
-        from rootless.image import archive, compression
-        from rootless.image.store import ImageRecord, now_iso
+        from rootless.image import archive
 
         config_section = parse_changes(changes)
         names = []
@@ -571,59 +570,7 @@ class ImageEngine:
                 raise UsageError(f"cannot import as {name}: give a name with a tag, not a digest")
             names.append(str(ref))
         self.enter_namespace()
-        store = self.store
-        digest = store.put_blob_stream(source)
-        with store.open_blob(digest) as f:
-            kind = compression.sniff(f.read(8))
-        if kind not in (compression.NONE, compression.GZIP, compression.ZSTD):
-            raise ImageError(f"cannot import: the tarball is compressed with {kind}",
-                             "decompress it first, or use gzip or zstd")
-        import hashlib
-
-        h = hashlib.sha256()
-        with store.open_blob(digest) as f, compression.open_reader(f, kind) as r:
-            while chunk := r.read(1 << 20):
-                h.update(chunk)
-        diff_id = "sha256:" + h.hexdigest()
-        store.add_layer_from_blob(diff_id, digest, label="imported rootfs")
-        plat = archive.host_platform()
-        created = now_iso()
-        history: dict[str, Any] = {"created": created, "created_by": "rl import"}
-        if message:
-            history["comment"] = message
-        image_config: dict[str, Any] = {
-            "architecture": plat["architecture"],
-            "os": "linux",
-            "created": created,
-            "config": config_section,
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-            "history": [history],
-        }
-        if plat.get("variant"):
-            image_config["variant"] = plat["variant"]
-        if message:
-            image_config["comment"] = message
-        raw_config = json.dumps(image_config, separators=(",", ":")).encode()
-        config_digest = store.put_blob(raw_config)
-        desc = {"mediaType": compression.media_type_for(kind), "digest": digest, "size": store.blob_size(digest)}
-        manifest = json.dumps({
-            "schemaVersion": 2,
-            "mediaType": archive.OCI_MANIFEST,
-            "config": {"mediaType": archive.OCI_CONFIG, "digest": config_digest, "size": len(raw_config)},
-            "layers": [desc],
-        }, separators=(",", ":")).encode()
-        manifest_digest = store.put_blob(manifest)
-        record = ImageRecord(
-            id=config_digest,
-            manifest_digest=manifest_digest,
-            manifest_media_type=archive.OCI_MANIFEST,
-            config_digest=config_digest,
-            layers=[desc],
-            diff_ids=[diff_id],
-            platform=archive.platform_of(image_config),
-            created=created,
-        )
-        return store.put_image(record, names)
+        return archive.import_rootfs(self.store, source, names, config_section, message=message)
 
     # ---- credentials -----------------------------------------------------------------------------------
 

@@ -663,19 +663,42 @@ def saving_to(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         raise
 
 
+def store_image(store: Store, image_config: dict[str, Any], layers: list[dict[str, Any]],
+                names: Sequence[str] = ()) -> ImageRecord:
+    """An image made here (``rl import``, ``rl commit``): its config and an OCI manifest over
+    ``layers`` (whose blobs and unpacked layers are in the store) as blobs, its record under ``names``."""
+    raw_config = json.dumps(image_config, separators=(",", ":")).encode()
+    config_digest = store.put_blob(raw_config)
+    record = ImageRecord(
+        id=config_digest,
+        manifest_digest=store.put_blob(_manifest_for(raw_config, layers)),
+        manifest_media_type=OCI_MANIFEST,
+        config_digest=config_digest,
+        layers=layers,
+        diff_ids=list(image_config["rootfs"]["diff_ids"]),
+        platform=platform_of(image_config),
+        created=str(image_config["created"]),
+    )
+    return store.put_image(record, names)
+
+
 def import_rootfs(
     store: Store,
     stream: BinaryIO,
     names: Sequence[str] = (),
     config: dict[str, Any] | None = None,
     label: str = "imported rootfs",
+    message: str = "",
 ) -> ImageRecord:
     """``rl import``: a rootfs tarball (plain, gzip or zstd) becomes a one-layer image.
 
-    ``config`` supplies the image config's "config" section (Env, Cmd, ...).
+    ``config`` supplies the image config's "config" section (Env, Cmd, ...); ``message`` its comment.
     """
     digest = store.put_blob_stream(stream)
     kind = _blob_kind(store, digest)
+    if kind not in (compression.NONE, compression.GZIP, compression.ZSTD):
+        raise ImageError(f"cannot import: the tarball is compressed with {kind}",
+                         "decompress it first, or use gzip or zstd")
     with store.open_blob(digest) as f, compression.open_reader(f, kind) as r:
         h = hashlib.sha256()
         while chunk := r.read(1 << 20):
@@ -683,27 +706,20 @@ def import_rootfs(
     diff_id = "sha256:" + h.hexdigest()
     store.add_layer_from_blob(diff_id, digest, label=label)
     plat = host_platform()
-    image_config = {
+    created = now_iso()
+    history: dict[str, Any] = {"created": created, "created_by": "rl import"}
+    image_config: dict[str, Any] = {
         "architecture": plat["architecture"],
         "os": "linux",
-        "created": now_iso(),
+        "created": created,
         "config": dict(config or {}),
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created": now_iso(), "created_by": "rl import"}],
+        "history": [history],
     }
-    raw_config = json.dumps(image_config, separators=(",", ":")).encode()
-    config_digest = store.put_blob(raw_config)
+    if plat.get("variant"):
+        image_config["variant"] = plat["variant"]
+    if message:
+        history["comment"] = message
+        image_config["comment"] = message
     desc = {"mediaType": compression.media_type_for(kind), "digest": digest, "size": store.blob_size(digest)}
-    manifest = _manifest_for(raw_config, [desc])
-    manifest_digest = store.put_blob(manifest)
-    record = ImageRecord(
-        id=config_digest,
-        manifest_digest=manifest_digest,
-        manifest_media_type=OCI_MANIFEST,
-        config_digest=config_digest,
-        layers=[desc],
-        diff_ids=[diff_id],
-        platform=platform_of(image_config),
-        created=str(image_config["created"]),
-    )
-    return store.put_image(record, names)
+    return store_image(store, image_config, [desc], names)
