@@ -23,6 +23,7 @@ from rootless.cgroups import Leaf, cpu_percent
 from rootless.engine import limits as glue
 from rootless.state.containers import ContainerRecord, ContainerStore
 from tests.fixtures.images import busybox_layer
+from tests.support import isolated_rl_env
 from tests.system.conftest import rl_command
 
 IMAGE = "rltest/busybox:vm"
@@ -58,19 +59,7 @@ class Rl:
 @pytest.fixture(scope="module")
 def rl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rl]:
     base = tmp_path_factory.mktemp("rl")
-    home = base / "home"
-    home.mkdir()
-    runtime = base / "run"
-    runtime.mkdir(mode=0o700)
-    env = {
-        "HOME": str(home),
-        "USER": os.environ.get("USER", "rltest"),
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LANG": "C.UTF-8",
-        "XDG_RUNTIME_DIR": str(runtime),
-        "RL_SYSTEM_CONFIG": str(base / "etc-rl.toml"),
-        "RL_CGROUP_ROOT": os.environ["RL_CGROUPVM_ROOT"],
-    }
+    env = {**isolated_rl_env(base, (), default_user="rltest"), "RL_CGROUP_ROOT": os.environ["RL_CGROUPVM_ROOT"]}
     tarball = base / "busybox-rootfs.tar"
     tarball.write_bytes(busybox_layer().tar)
     runner = Rl(env)
