@@ -233,15 +233,11 @@ def start_time(pid: int) -> int:
 
 
 def alive(pid: int, started: int) -> bool:
+    """Whether ``pid`` runs (not a zombie) and is the process that started at ``started`` (any, when 0)."""
     if pid <= 0:
         return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-        rest = text[text.rindex(")") + 2 :].split()
-    except (OSError, ValueError):
-        return False
-    return rest[0] not in ("Z", "X", "x") and (not started or int(rest[19]) == started)
+    now = start_time(pid)
+    return now != 0 and (not started or now == started)
 
 
 def _wait_exit(pid: int, pidfd: int | None, seconds: float) -> bool:
